@@ -1,0 +1,47 @@
+"""Local file helpers shared by both backends: chunked reading and verified atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import blake3
+
+from modelyard.errors import IntegrityFailure
+
+CHUNK = 1 << 20
+
+
+def read_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            yield chunk
+
+
+def write_verified(chunks: Iterable[bytes], dest: Path, *, digest: str | None) -> int:
+    """Write chunks to a temp file beside ``dest``, check the BLAKE3 digest, rename into place.
+
+    Returns:
+        the number of bytes written.
+    Raises:
+        IntegrityFailure: the bytes do not hash to ``digest`` (dest is left untouched).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".modelyard-", dir=dest.parent)
+    hasher = blake3.blake3()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                hasher.update(chunk)
+                f.write(chunk)
+                size += len(chunk)
+        if digest is not None and hasher.hexdigest() != digest:
+            raise IntegrityFailure(f"downloaded bytes of {dest.name!r} do not match their digest")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size

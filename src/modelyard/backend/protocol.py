@@ -1,0 +1,81 @@
+"""The one service interface the SDK calls; ``local`` and ``remote`` implement it.
+
+Both raise the same ``modelyard.errors`` classes for the same mistakes; one SDK test-suite runs
+against both to keep it so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
+from modelyard.domain.paging import Page
+
+
+class Backend(Protocol):
+    def create_experiment(
+        self, name: str, *, description: str = "", tags: dict[str, str] | None = None
+    ) -> Experiment: ...
+    def get_experiment(self, experiment_id: str) -> Experiment: ...
+    def get_experiment_by_name(self, name: str) -> Experiment: ...
+    def list_experiments(
+        self, *, view: ViewType | str = ..., max_results: int = ..., page_token: str | None = ...
+    ) -> Page[Experiment]: ...
+    def update_experiment(
+        self, experiment_id: str, *, name: str | None = None, description: str | None = None
+    ) -> Experiment: ...
+    def delete_experiment(self, experiment_id: str) -> None: ...
+    def restore_experiment(self, experiment_id: str) -> None: ...
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None: ...
+
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str | None = None,
+        user_id: str = "unknown",
+        start_time: int | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> Run: ...
+    def get_run(self, run_id: str) -> Run: ...
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> Run: ...
+    def delete_run(self, run_id: str) -> None: ...
+    def restore_run(self, run_id: str) -> None: ...
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
+        """Returns False when the batch id had already been stored (a retry)."""
+        ...
+    def delete_tag(self, run_id: str, key: str) -> None: ...
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]: ...
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        *,
+        filter: str | None = None,  # noqa: A002
+        order_by: Sequence[str] | None = None,
+        view: ViewType | str = ...,
+        max_results: int = ...,
+        page_token: str | None = None,
+    ) -> Page[Run]: ...
+
+    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
+        """Stream one local file into the run's artifacts at ``artifact_path``."""
+        ...
+    def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
+        """Store small in-memory content (text, JSON) as one artifact."""
+        ...
+    def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
+        """Stream one artifact to ``dest`` (written to a temp name, verified, then renamed)."""
+        ...
+    def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,222 @@
+"""The remote backend: the same interface over HTTP, built from the shared route table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from modelyard.backend.files import read_chunks, write_verified
+from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
+from modelyard.domain.paging import Page
+from modelyard.errors import InvalidArgument, ModelyardError, Unavailable, error_from_code
+from modelyard.wire import routes as r
+from modelyard.wire import schemas as w
+
+_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+def _seg(value: str) -> str:
+    """One URL path segment (ids are validated server-side; never let them add segments)."""
+    return quote(value, safe="")
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        err = orjson.loads(resp.content)["error"]
+        exc = error_from_code(err["code"], err["message"], field=err.get("field"))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        exc = (Unavailable if resp.status_code in (502, 503, 504) else ModelyardError)(
+            f"server answered HTTP {resp.status_code}"
+        )
+    raise exc
+
+
+class RemoteBackend:
+    def __init__(self, base_url: str, *, timeout: httpx.Timeout = _TIMEOUT) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"not an http(s) URL: {base_url!r}", field="uri")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, route: r.Route, *, path: dict[str, str] | None = None,
+              json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        url = route.url(**{k: _seg(v) for k, v in (path or {}).items()})
+        content = None if json is None else orjson.dumps(json)
+        headers = {"content-type": "application/json"} if content is not None else None
+        try:
+            resp = self._http.request(route.method, url, content=content, params=params,
+                                      headers=headers)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
+        _raise_for(resp)
+        return orjson.loads(resp.content) if resp.content else {}
+
+    # ------------------------------------------------------------------ experiments
+
+    def create_experiment(
+        self, name: str, *, description: str = "", tags: dict[str, str] | None = None
+    ) -> Experiment:
+        d = self._call(r.CREATE_EXPERIMENT,
+                       json={"name": name, "description": description, "tags": tags or {}})
+        return w.experiment_from_json(d)
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        return w.experiment_from_json(
+            self._call(r.GET_EXPERIMENT, path={"experiment_id": experiment_id})
+        )
+
+    def get_experiment_by_name(self, name: str) -> Experiment:
+        return w.experiment_from_json(self._call(r.GET_EXPERIMENT_BY_NAME, params={"name": name}))
+
+    def list_experiments(
+        self,
+        *,
+        view: ViewType | str = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page[Experiment]:
+        params: dict[str, Any] = {"view": str(view), "max_results": max_results}
+        if page_token:
+            params["page_token"] = page_token
+        d = self._call(r.LIST_EXPERIMENTS, params=params)
+        return Page([w.experiment_from_json(e) for e in d["experiments"]], d["next_page_token"])
+
+    def update_experiment(
+        self, experiment_id: str, *, name: str | None = None, description: str | None = None
+    ) -> Experiment:
+        body = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+        d = self._call(r.UPDATE_EXPERIMENT, path={"experiment_id": experiment_id}, json=body)
+        return w.experiment_from_json(d)
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self._call(r.DELETE_EXPERIMENT, path={"experiment_id": experiment_id})
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self._call(r.RESTORE_EXPERIMENT, path={"experiment_id": experiment_id})
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self._call(r.SET_EXPERIMENT_TAG, path={"experiment_id": experiment_id},
+                   json={"key": key, "value": value})
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str | None = None,
+        user_id: str = "unknown",
+        start_time: int | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> Run:
+        body = {"experiment_id": experiment_id, "run_name": run_name, "user_id": user_id,
+                "start_time": start_time, "tags": tags or {}, "parent_run_id": parent_run_id}
+        return w.run_from_json(self._call(r.CREATE_RUN, json=body))
+
+    def get_run(self, run_id: str) -> Run:
+        return w.run_from_json(self._call(r.GET_RUN, path={"run_id": run_id}))
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> Run:
+        body = {k: v for k, v in (("status", None if status is None else str(status)),
+                                  ("end_time", end_time), ("run_name", run_name))
+                if v is not None}
+        return w.run_from_json(self._call(r.UPDATE_RUN, path={"run_id": run_id}, json=body))
+
+    def delete_run(self, run_id: str) -> None:
+        self._call(r.DELETE_RUN, path={"run_id": run_id})
+
+    def restore_run(self, run_id: str) -> None:
+        self._call(r.RESTORE_RUN, path={"run_id": run_id})
+
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
+        d = self._call(r.LOG_BATCH, path={"run_id": run_id},
+                       json=w.batch_to_json(batch, batch_id))
+        return bool(d["stored"])
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self._call(r.DELETE_TAG, path={"run_id": run_id}, params={"key": key})
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        d = self._call(r.METRIC_HISTORY, path={"run_id": run_id}, params={"key": key})
+        return [w.metric_from_json(m) for m in d["metrics"]]
+
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        *,
+        filter: str | None = None,  # noqa: A002
+        order_by: Sequence[str] | None = None,
+        view: ViewType | str = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        body = {"experiment_ids": list(experiment_ids), "filter": filter,
+                "order_by": list(order_by or ()), "view": str(view),
+                "max_results": max_results, "page_token": page_token}
+        d = self._call(r.SEARCH_RUNS, json=body)
+        return Page([w.run_from_json(x) for x in d["runs"]], d["next_page_token"])
+
+    # ------------------------------------------------------------------ artifacts
+
+    def _artifact_url(self, route: r.Route, run_id: str, artifact_path: str) -> str:
+        # Slashes stay as separators; everything else in each segment is percent-encoded.
+        return route.url(run_id=_seg(run_id), path=quote(artifact_path, safe="/"))
+
+    def _put(self, run_id: str, artifact_path: str, content: Iterable[bytes] | bytes,
+             size: int) -> ArtifactEntry:
+        url = self._artifact_url(r.UPLOAD_ARTIFACT, run_id, artifact_path)
+        try:
+            resp = self._http.request(
+                r.UPLOAD_ARTIFACT.method, url, content=content,
+                headers={"content-length": str(size),
+                         "content-type": "application/octet-stream"},
+                timeout=httpx.Timeout(None, connect=5.0),
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
+        _raise_for(resp)
+        return w.artifact_from_json(orjson.loads(resp.content))
+
+    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
+        return self._put(run_id, artifact_path, read_chunks(local_file),
+                         local_file.stat().st_size)
+
+    def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
+        return self._put(run_id, artifact_path, data, len(data))
+
+    def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
+        url = self._artifact_url(r.DOWNLOAD_ARTIFACT, run_id, artifact_path)
+        try:
+            with self._http.stream("GET", url, timeout=httpx.Timeout(None, connect=5.0)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for(resp)
+                digest = resp.headers.get("x-modelyard-digest")
+                size = write_verified(resp.iter_bytes(1 << 20), dest, digest=digest)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
+        return ArtifactEntry(artifact_path, digest or "", size)
+
+    def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
+        d = self._call(r.LIST_ARTIFACTS, path={"run_id": run_id}, params={"path": path})
+        return [w.artifact_from_json(e) for e in d["files"]]
+
+    def close(self) -> None:
+        self._http.close()

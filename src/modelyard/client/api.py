@@ -1,0 +1,295 @@
+"""The fluent SDK: ``set_uri``, ``start_run``, ``get_run``, ``search_runs`` and friends.
+
+The URI decides the backend: an ``http(s)://`` URL talks to a server; anything else is a data
+folder for the embedded backend (default ``./modelyard-data``). ``MODELYARD_URI`` is read when
+no URI was set explicitly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modelyard.artifacts.paths import normalize_artifact_path, safe_join
+from modelyard.backend.protocol import Backend
+from modelyard.client.run import ActiveRun
+from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run, ViewType
+from modelyard.domain.paging import Page
+from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument
+from modelyard.settings import DEFAULT_DATA_DIR
+
+_lock = threading.RLock()
+_uri: str | None = None
+_backends: dict[str, Backend] = {}
+_local = threading.local()
+_open_runs: dict[str, ActiveRun] = {}
+
+
+def set_uri(uri: str | os.PathLike[str]) -> None:
+    """Point the SDK at a server (``http://host:8750``) or an embedded data folder."""
+    global _uri
+    with _lock:
+        _uri = os.fspath(uri)
+
+
+def get_uri() -> str:
+    """The URI in effect: ``set_uri``'s, else ``MODELYARD_URI``, else ``./modelyard-data``."""
+    return _uri or os.environ.get("MODELYARD_URI") or DEFAULT_DATA_DIR
+
+
+def backend(uri: str | None = None) -> Backend:
+    """The (cached) backend for a URI; one per URI per process."""
+    uri = uri or get_uri()
+    key = uri if uri.startswith(("http://", "https://")) else str(Path(uri).absolute())
+    with _lock:
+        found = _backends.get(key)
+        if found is None:
+            found = _open_backend(uri)
+            _backends[key] = found
+        return found
+
+
+def _open_backend(uri: str) -> Backend:
+    if uri.startswith(("http://", "https://")):
+        from modelyard.backend.remote import RemoteBackend
+
+        return RemoteBackend(uri)
+    from modelyard.backend.local import LocalBackend
+    from modelyard.settings import Settings
+
+    return LocalBackend(Settings.for_data_dir(uri))
+
+
+def _stack() -> list[ActiveRun]:
+    stack: list[ActiveRun] | None = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
+
+
+def _resolve_experiment(b: Backend, experiment: str | None) -> Experiment:
+    if experiment is None:
+        return b.get_experiment("0")
+    try:
+        return b.get_experiment_by_name(experiment)
+    except ExperimentNotFound:
+        try:
+            return b.create_experiment(experiment)
+        except AlreadyExists:  # another process created it meanwhile
+            return b.get_experiment_by_name(experiment)
+
+
+def set_experiment(name: str) -> Experiment:
+    """The experiment with this name, created if it does not exist."""
+    return _resolve_experiment(backend(), name)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def start_run(
+    experiment: str | None = None,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    *,
+    nested: bool = False,
+    parent_run_id: str | None = None,
+    capture_source: bool | None = None,
+) -> ActiveRun:
+    """Start a run and make it the active one.
+
+    Args:
+        experiment: experiment name (created if missing); default the "Default" experiment,
+            or the parent's experiment for a nested run.
+        name: run name; default a generated one such as ``swift-otter-417``.
+        params, tags: logged at once.
+        nested: make the currently active run the parent.
+        parent_run_id: an explicit parent.
+        capture_source: record git commit, diff, entry point and installed packages
+            (default on; ``MODELYARD_CAPTURE_SOURCE=false`` turns it off).
+
+    Returns:
+        an :class:`ActiveRun`; use it in a ``with`` block so it ends FINISHED, FAILED or KILLED.
+    """
+    b = backend()
+    stack = _stack()
+    if nested and parent_run_id is None:
+        if not stack:
+            raise InvalidArgument("nested=True needs an active run to nest under",
+                                  field="nested")
+        parent_run_id = stack[-1].id
+    if experiment is None and parent_run_id is not None and stack:
+        exp = b.get_experiment(stack[-1].experiment_id)
+    else:
+        exp = _resolve_experiment(b, experiment)
+    if capture_source is None:
+        capture_source = os.environ.get("MODELYARD_CAPTURE_SOURCE", "true").lower() not in (
+            "0", "false", "no", "off")
+    capture = None
+    run_tags = {k: str(val) for k, val in (tags or {}).items()}
+    if capture_source:
+        from modelyard.tracking.source import capture_source as capture_fn
+
+        capture = capture_fn(argv0=sys.argv[0] if sys.argv else None, cwd=Path.cwd())
+        run_tags = {**capture.tags(), **run_tags}
+    run = b.create_run(exp.experiment_id, run_name=name, user_id=_user(), tags=run_tags,
+                       parent_run_id=parent_run_id)
+    active = ActiveRun(b, run, on_end=_forget)
+    with _lock:
+        _open_runs[run.id] = active
+    stack.append(active)
+    if capture is not None:
+        for artifact_path, data in capture.artifacts().items():
+            b.upload_bytes(run.id, artifact_path, data)
+    if params:
+        active.log_params(params)
+    return active
+
+
+def _forget(run: ActiveRun) -> None:
+    with _lock:
+        _open_runs.pop(run.id, None)
+    stack = _stack()
+    if run in stack:
+        stack.remove(run)
+
+
+def active_run() -> ActiveRun | None:
+    """The innermost run started in this thread and not yet ended."""
+    stack = _stack()
+    return stack[-1] if stack else None
+
+
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run (if any)."""
+    run = active_run()
+    if run is not None:
+        run.end(status)
+
+
+@atexit.register
+def _end_open_runs() -> None:
+    # A run left open at interpreter exit is flushed and ended, as MLflow does.
+    for run in list(_open_runs.values()):
+        try:
+            run.end("FINISHED")
+        except Exception as exc:  # exit must go on; say what was lost
+            print(f"modelyard: could not finish run {run.id}: {exc}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def get_run(run_id: str) -> Run:
+    """A run with its params, latest metric values (``.metrics``) and tags."""
+    return backend().get_run(run_id)
+
+
+def get_metric_history(run_id: str, key: str) -> list[Metric]:
+    """Every point of one metric, ordered by step and timestamp."""
+    return backend().get_metric_history(run_id, key)
+
+
+def _experiment_ids(b: Backend, experiment: str | Sequence[str] | None) -> list[str]:
+    names = [experiment] if isinstance(experiment, str) else list(experiment or ["0"])
+    ids = []
+    for name in names:
+        ids.append(name if name.isdigit() else b.get_experiment_by_name(name).experiment_id)
+    return ids
+
+
+def search_runs(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,  # noqa: A002 - the name MLflow users know
+    order_by: Sequence[str] | None = None,
+    max_results: int = 100,
+    page_token: str | None = None,
+    view: str = "active_only",
+) -> Page[Run]:
+    """Runs of one or more experiments (names or ids) matching a filter.
+
+    Example: ``search_runs("churn", "metrics.acc > 0.9 and params.lr = '0.1'",
+    order_by=["metrics.acc DESC"])``. Pass ``page_token=page.next_page_token`` for more.
+    """
+    b = backend()
+    return b.search_runs(_experiment_ids(b, experiment), filter=filter, order_by=order_by,
+                         view=view, max_results=max_results, page_token=page_token)
+
+
+def list_artifacts(run_id: str, path: str = "") -> list[ArtifactEntry]:
+    return backend().list_artifacts(run_id, path)
+
+
+def download_artifacts(run_id: str, path: str = "", dest: str | os.PathLike[str] = ".") -> Path:
+    """Download one artifact file, or every file below a folder, into ``dest``.
+
+    Returns:
+        the local path of the file, or of the folder that mirrors ``path``.
+    """
+    b = backend()
+    root = Path(dest)
+    clean = normalize_artifact_path(path, allow_empty=True)
+    entries = b.list_artifacts(run_id, clean)
+    exact = [e for e in entries if e.path == clean]
+    if exact:
+        target = safe_join(root, clean.rsplit("/", 1)[-1])
+        b.download_file(run_id, clean, target)
+        return target
+    if not entries:
+        from modelyard.errors import ArtifactNotFound
+
+        raise ArtifactNotFound(f"run {run_id} has no artifact at {path!r}", field="path")
+    for entry in entries:
+        b.download_file(run_id, entry.path, safe_join(root, entry.path))
+    return safe_join(root, clean) if clean else root.absolute()
+
+
+# ---------------------------------------------------------------------- experiments & runs
+
+
+def create_experiment(name: str, description: str = "",
+                      tags: dict[str, str] | None = None) -> Experiment:
+    return backend().create_experiment(name, description=description, tags=tags)
+
+
+def get_experiment(experiment_id: str) -> Experiment:
+    return backend().get_experiment(experiment_id)
+
+
+def get_experiment_by_name(name: str) -> Experiment:
+    return backend().get_experiment_by_name(name)
+
+
+def list_experiments(view: str = "active_only", max_results: int = 1000,
+                     page_token: str | None = None) -> Page[Experiment]:
+    return backend().list_experiments(view=view, max_results=max_results,
+                                      page_token=page_token)
+
+
+def delete_experiment(experiment_id: str) -> None:
+    backend().delete_experiment(experiment_id)
+
+
+def restore_experiment(experiment_id: str) -> None:
+    backend().restore_experiment(experiment_id)
+
+
+def delete_run(run_id: str) -> None:
+    backend().delete_run(run_id)
+
+
+def restore_run(run_id: str) -> None:
+    backend().restore_run(run_id)
+
+

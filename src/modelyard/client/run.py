@@ -1,0 +1,197 @@
+"""An active run: the object ``start_run`` returns. Logging calls enqueue and return at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from modelyard.artifacts.paths import iter_local_tree, normalize_artifact_path
+from modelyard.backend.protocol import Backend
+from modelyard.client.sender import BatchSender
+from modelyard.domain import validation as v
+from modelyard.domain.entities import Metric, Param, Run, RunStatus, Tag
+from modelyard.errors import InvalidArgument, ParamOverwrite
+
+
+class RunTerminated(SystemExit):
+    """Raised in the main thread on SIGTERM so the ``with`` block ends the run KILLED."""
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _join(path: str | None, name: str) -> str:
+    return f"{path.strip('/')}/{name}" if path and path.strip("/") else name
+
+
+class ActiveRun:
+    """A run being logged to. Use it as a context manager, or call :meth:`end`."""
+
+    def __init__(self, backend: Backend, run: Run, *, on_end: Any = None) -> None:
+        self._backend = backend
+        self._run = run
+        self._sender = BatchSender(backend, run.id)
+        self._params: dict[str, str] = dict(run.params)
+        self._keys_ok: set[str] = set()
+        self._ended = False
+        self._on_end = on_end
+        self._previous_sigterm: Any = None
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def id(self) -> str:
+        return self._run.id
+
+    @property
+    def name(self) -> str:
+        return self._run.name
+
+    @property
+    def experiment_id(self) -> str:
+        return self._run.experiment_id
+
+    @property
+    def info(self) -> Run:
+        """The run as it was when started (use ``modelyard.get_run`` for fresh data)."""
+        return self._run
+
+    def __repr__(self) -> str:
+        return f"<ActiveRun {self.id} {self.name!r}>"
+
+    # ------------------------------------------------------------------ logging
+
+    def _key(self, key: str, field: str) -> str:
+        if key not in self._keys_ok:
+            v.validate_key(key, field=field)
+            self._keys_ok.add(key)
+        return key
+
+    def _metric(self, key: str, value: float, step: int | None, timestamp: int | None) -> Metric:
+        self._key(key, "metric key")
+        metric = Metric(key, value, 0 if step is None else step,
+                        _now() if timestamp is None else timestamp)
+        return v.validate_metric(metric)
+
+    def log_metric(self, key: str, value: float, step: int | None = None,
+                   timestamp: int | None = None) -> None:
+        """Record one point; it is sent in the background. Raises InvalidArgument at once."""
+        self._sender.enqueue([self._metric(key, value, step, timestamp)])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None,
+                    timestamp: int | None = None) -> None:
+        ts = _now() if timestamp is None else timestamp
+        self._sender.enqueue([self._metric(k, val, step, ts) for k, val in metrics.items()])
+
+    def _param(self, key: str, value: Any) -> Param:
+        text = value if isinstance(value, str) else str(value)
+        param = v.validate_param(Param(self._key(key, "param key"), text))
+        if key in self._params and self._params[key] != text:
+            raise ParamOverwrite(
+                f"param {key!r} was already logged with value {self._params[key][:100]!r}; "
+                f"params are immutable, refusing new value {text[:100]!r}",
+                field=f"params.{key}",
+            )
+        return param
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Record a param (any value; stored as its string). Params are immutable."""
+        self.log_params({key: value})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [self._param(k, val) for k, val in params.items()]
+        self._sender.enqueue(list(items))
+        self._params.update({p.key: p.value for p in items})
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [v.validate_tag(Tag(self._key(k, "tag key"), val if isinstance(val, str)
+                                    else str(val))) for k, val in tags.items()]
+        self._sender.enqueue(list(items))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything logged so far is stored; raise what the backend refused."""
+        self._sender.flush(timeout)
+
+    # ------------------------------------------------------------------ artifacts
+
+    def log_artifact(self, local_path: str | Path, path: str | None = None) -> str:
+        """Upload one file into the run's artifacts, under folder ``path``.
+
+        Returns:
+            the artifact path it was stored at.
+        """
+        src = Path(local_path)
+        if not src.is_file():
+            raise InvalidArgument(f"{str(src)!r} is not a file", field="local_path")
+        dest = normalize_artifact_path(_join(path, src.name))
+        self._backend.upload_file(self.id, dest, src)
+        return dest
+
+    def log_artifacts(self, local_dir: str | Path, path: str | None = None) -> list[str]:
+        """Upload every file below ``local_dir``, keeping relative paths, under ``path``."""
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise InvalidArgument(f"{str(root)!r} is not a directory", field="local_dir")
+        stored: list[str] = []
+        for rel, file in iter_local_tree(root):  # refuses symlinks that escape root
+            dest = normalize_artifact_path(_join(path, rel))
+            self._backend.upload_file(self.id, dest, file)
+            stored.append(dest)
+        return stored
+
+    def log_text(self, text: str, artifact_file: str) -> str:
+        dest = normalize_artifact_path(artifact_file)
+        self._backend.upload_bytes(self.id, dest, text.encode("utf-8"))
+        return dest
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> str:
+        dest = normalize_artifact_path(artifact_file)
+        body = json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8")
+        self._backend.upload_bytes(self.id, dest, body)
+        return dest
+
+    # ------------------------------------------------------------------ ending
+
+    def end(self, status: RunStatus | str = RunStatus.FINISHED) -> None:
+        """Flush what is pending and mark the run ended (idempotent)."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._sender.close(timeout=None if status == RunStatus.FINISHED else 30.0)
+        finally:
+            self._backend.update_run(self.id, status=str(RunStatus(status)), end_time=_now())
+            if self._on_end is not None:
+                self._on_end(self)
+
+    def __enter__(self) -> ActiveRun:
+        if threading.current_thread() is threading.main_thread():
+            def _terminate(signum: int, frame: FrameType | None) -> None:
+                raise RunTerminated(128 + signum)
+
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        if exc_type is None:
+            status = RunStatus.FINISHED
+        elif issubclass(exc_type, KeyboardInterrupt | RunTerminated):
+            status = RunStatus.KILLED
+        elif issubclass(exc_type, SystemExit) and getattr(exc, "code", 1) in (0, None):
+            status = RunStatus.FINISHED
+        else:
+            status = RunStatus.FAILED
+        self.end(status)

@@ -1,0 +1,187 @@
+"""Validation limits, enforced identically in embedded and server mode.
+
+The numbers are documented in ``docs/limits.md``; a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from modelyard.domain.entities import LogBatch, Metric, Param, Tag
+from modelyard.errors import InvalidArgument
+
+MAX_KEY_LENGTH = 250
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_EXPERIMENT_NAME_LENGTH = 500
+MAX_RUN_NAME_LENGTH = 250
+MAX_DESCRIPTION_LENGTH = 20000
+MAX_BATCH_METRICS = 10000
+MAX_BATCH_PARAMS = 1000
+MAX_BATCH_TAGS = 1000
+MAX_RESULTS = 50000
+MAX_FILTER_LENGTH = 10000
+SYSTEM_TAG_PREFIX = "modelyard."
+# int64 bounds: what both SQLite INTEGER and PostgreSQL BIGINT hold.
+MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
+
+# Letters, digits, underscore, dash, period, space, slash: MLflow's key alphabet.
+_KEY_RE = re.compile(r"^[\w\-. /]+$", re.ASCII)
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_EXPERIMENT_ID_RE = re.compile(r"^[0-9]{1,18}$")
+
+
+def validate_key(key: object, *, field: str) -> str:
+    """Check a metric, param or tag key; returns it unchanged."""
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument(f"{field} must be a non-empty string", field=field)
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(
+            f"{field} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}",
+            field=field,
+        )
+    if not _KEY_RE.match(key):
+        raise InvalidArgument(
+            f"{field} {key!r} may contain only letters, digits, '_', '-', '.', ' ' and '/'",
+            field=field,
+        )
+    if key.startswith("/") or key.endswith("/") or "//" in key or ".." in key.split("/"):
+        raise InvalidArgument(f"{field} {key!r} is not a valid key path", field=field)
+    return key
+
+
+def _validate_text(value: object, *, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{field} must be a string, got {type(value).__name__}", field=field)
+    if len(value) > limit:
+        raise InvalidArgument(
+            f"{field} is {len(value)} characters; the limit is {limit}", field=field
+        )
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} must not contain NUL characters", field=field)
+    return value
+
+
+def canonical_name(name: object, *, field: str, limit: int) -> str:
+    """A display name (experiment, run): NFC-normalised, stripped, non-empty, within limit."""
+    text = _validate_text(name, field=field, limit=limit)
+    text = unicodedata.normalize("NFC", text).strip()
+    if not text:
+        raise InvalidArgument(f"{field} must not be empty", field=field)
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise InvalidArgument(f"{field} must not contain control characters", field=field)
+    return text
+
+
+def validate_experiment_name(name: object) -> str:
+    return canonical_name(name, field="name", limit=MAX_EXPERIMENT_NAME_LENGTH)
+
+
+def validate_run_name(name: object) -> str:
+    return canonical_name(name, field="run_name", limit=MAX_RUN_NAME_LENGTH)
+
+
+def validate_description(text: object) -> str:
+    return _validate_text(text, field="description", limit=MAX_DESCRIPTION_LENGTH)
+
+
+def validate_run_id(run_id: object, *, field: str = "run_id") -> str:
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise InvalidArgument(f"{field} must be 32 lowercase hex characters", field=field)
+    return run_id
+
+
+def validate_experiment_id(experiment_id: object, *, field: str = "experiment_id") -> str:
+    if not isinstance(experiment_id, str) or not _EXPERIMENT_ID_RE.match(experiment_id):
+        raise InvalidArgument(f"{field} must be a string of digits", field=field)
+    return experiment_id
+
+
+def validate_int64(value: object, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field} must be an integer", field=field)
+    if not MIN_INT64 <= value <= MAX_INT64:
+        raise InvalidArgument(f"{field} {value} does not fit in 64 bits", field=field)
+    return value
+
+
+def validate_metric(metric: Metric) -> Metric:
+    validate_key(metric.key, field="metric key")
+    value = metric.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(
+            f"metric {metric.key!r} value must be a number, got {type(value).__name__}",
+            field="metrics.value",
+        )
+    validate_int64(metric.step, field=f"metric {metric.key!r} step")
+    validate_int64(metric.timestamp, field=f"metric {metric.key!r} timestamp")
+    if not isinstance(value, float):
+        value = float(value)
+        if math.isinf(value):
+            raise InvalidArgument(f"metric {metric.key!r} value is too large", field="value")
+        return Metric(metric.key, value, metric.step, metric.timestamp)
+    return metric
+
+
+def validate_param(param: Param) -> Param:
+    validate_key(param.key, field="param key")
+    _validate_text(param.value, field=f"param {param.key!r} value", limit=MAX_PARAM_VALUE_LENGTH)
+    return param
+
+
+def validate_tag(tag: Tag, *, allow_system: bool = True) -> Tag:
+    validate_key(tag.key, field="tag key")
+    _validate_text(tag.value, field=f"tag {tag.key!r} value", limit=MAX_TAG_VALUE_LENGTH)
+    if not allow_system and tag.key.startswith(SYSTEM_TAG_PREFIX):
+        raise InvalidArgument(
+            f"tag key {tag.key!r} uses the reserved prefix {SYSTEM_TAG_PREFIX!r}", field="tag key"
+        )
+    return tag
+
+
+def _no_duplicate_params(params: Iterable[Param]) -> None:
+    seen: dict[str, str] = {}
+    for p in params:
+        if p.key in seen and seen[p.key] != p.value:
+            raise InvalidArgument(
+                f"param {p.key!r} appears twice in one batch with different values",
+                field="params",
+            )
+        seen[p.key] = p.value
+
+
+def validate_batch(batch: LogBatch) -> LogBatch:
+    """Check a whole batch before anything is written; returns it with metric values as floats."""
+    if len(batch.metrics) > MAX_BATCH_METRICS:
+        raise InvalidArgument(
+            f"a batch holds at most {MAX_BATCH_METRICS} metrics, got {len(batch.metrics)}",
+            field="metrics",
+        )
+    if len(batch.params) > MAX_BATCH_PARAMS:
+        raise InvalidArgument(
+            f"a batch holds at most {MAX_BATCH_PARAMS} params, got {len(batch.params)}",
+            field="params",
+        )
+    if len(batch.tags) > MAX_BATCH_TAGS:
+        raise InvalidArgument(
+            f"a batch holds at most {MAX_BATCH_TAGS} tags, got {len(batch.tags)}", field="tags"
+        )
+    metrics = tuple(validate_metric(m) for m in batch.metrics)
+    params = tuple(validate_param(p) for p in batch.params)
+    tags = tuple(validate_tag(t) for t in batch.tags)
+    _no_duplicate_params(params)
+    return LogBatch(metrics=metrics, params=params, tags=tags)
+
+
+def validate_max_results(value: object, *, limit: int = MAX_RESULTS) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument("max_results must be a positive integer", field="max_results")
+    if value > limit:
+        raise InvalidArgument(
+            f"max_results is {value}; the limit is {limit}", field="max_results"
+        )
+    return value

@@ -1,0 +1,168 @@
+"""The one exception tree of modelyard.
+
+Every error a user can see is a :class:`ModelyardError` carrying a stable :class:`ErrorCode`.
+The code is what crosses process boundaries: the server maps it to an HTTP status (in exactly one
+table, ``modelyard.server.errors``) and the remote backend maps the JSON body back to the same
+class with :func:`error_from_code`. This module knows nothing of HTTP.
+
+    ModelyardError
+    ├── InvalidArgument            a value the caller sent is malformed or out of limits
+    │   ├── InvalidFilter          a search filter / order_by that does not parse
+    │   └── UnsafePath             an artifact path that escapes its root
+    ├── NotFound                   an id or name that does not exist
+    │   ├── ExperimentNotFound
+    │   ├── RunNotFound
+    │   └── ArtifactNotFound
+    ├── AlreadyExists              a unique name that is taken
+    ├── Conflict                   the request contradicts stored state
+    │   ├── ParamOverwrite         a param logged again with a different value
+    │   └── InvalidState           e.g. logging to a deleted run
+    ├── IntegrityFailure           stored bytes do not match their digest
+    ├── SchemaOutdated             the database schema is older than this code
+    └── Unavailable                a backend could not be reached (retryable)
+
+Messages reach users: they name the offending field and never contain secrets or SQL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable machine-readable error codes (part of the public API; never renumber)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    INVALID_FILTER = "INVALID_FILTER"
+    UNSAFE_PATH = "UNSAFE_PATH"
+    NOT_FOUND = "NOT_FOUND"
+    EXPERIMENT_NOT_FOUND = "EXPERIMENT_NOT_FOUND"
+    RUN_NOT_FOUND = "RUN_NOT_FOUND"
+    ARTIFACT_NOT_FOUND = "ARTIFACT_NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    CONFLICT = "CONFLICT"
+    PARAM_OVERWRITE = "PARAM_OVERWRITE"
+    INVALID_STATE = "INVALID_STATE"
+    INTEGRITY_FAILURE = "INTEGRITY_FAILURE"
+    SCHEMA_OUTDATED = "SCHEMA_OUTDATED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class ModelyardError(Exception):
+    """Base of every modelyard error.
+
+    Args:
+        message: a sentence for a human, naming what was wrong.
+        field: the name of the offending input field, when there is one.
+    """
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(ModelyardError):
+    """A value the caller sent is malformed or outside the documented limits."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class InvalidFilter(InvalidArgument):
+    """A search filter or order_by clause that does not parse; the message names the position."""
+
+    code = ErrorCode.INVALID_FILTER
+
+
+class UnsafePath(InvalidArgument):
+    """An artifact path that is absolute, climbs out with ``..``, holds NUL bytes or escapes."""
+
+    code = ErrorCode.UNSAFE_PATH
+
+
+class NotFound(ModelyardError):
+    """Something addressed by id, name or path does not exist."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class ExperimentNotFound(NotFound):
+    code = ErrorCode.EXPERIMENT_NOT_FOUND
+
+
+class RunNotFound(NotFound):
+    code = ErrorCode.RUN_NOT_FOUND
+
+
+class ArtifactNotFound(NotFound):
+    code = ErrorCode.ARTIFACT_NOT_FOUND
+
+
+class AlreadyExists(ModelyardError):
+    """A unique name (experiment name, ...) is already taken."""
+
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class Conflict(ModelyardError):
+    """The request contradicts what is stored."""
+
+    code = ErrorCode.CONFLICT
+
+
+class ParamOverwrite(Conflict):
+    """A param was logged again with a different value (params are immutable)."""
+
+    code = ErrorCode.PARAM_OVERWRITE
+
+
+class InvalidState(Conflict):
+    """The entity is in a lifecycle state that does not allow the operation."""
+
+    code = ErrorCode.INVALID_STATE
+
+
+class IntegrityFailure(ModelyardError):
+    """Stored bytes do not match the digest they are named by."""
+
+    code = ErrorCode.INTEGRITY_FAILURE
+
+
+class SchemaOutdated(ModelyardError):
+    """The database schema is older than this version of modelyard expects."""
+
+    code = ErrorCode.SCHEMA_OUTDATED
+
+
+class Unavailable(ModelyardError):
+    """A backend could not be reached or answered with a transient failure; safe to retry."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+def _all_subclasses(cls: type[ModelyardError]) -> list[type[ModelyardError]]:
+    out: list[type[ModelyardError]] = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_BY_CODE: dict[ErrorCode, type[ModelyardError]] = {c.code: c for c in _all_subclasses(ModelyardError)}
+
+
+def error_from_code(code: str, message: str, *, field: str | None = None) -> ModelyardError:
+    """Rebuild the exception a remote peer raised from its wire code.
+
+    Unknown codes (a newer server) become the nearest safe class: :class:`ModelyardError`.
+    """
+    try:
+        cls = _BY_CODE[ErrorCode(code)]
+    except ValueError:
+        cls = ModelyardError
+    return cls(message, field=field)

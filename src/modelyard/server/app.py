@@ -1,0 +1,88 @@
+"""The application factory: ``create_app(settings)`` builds everything and keeps it on app.state."""
+
+from __future__ import annotations
+
+import json as _json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelyard import __version__
+from modelyard.artifacts.blobs import FsspecBlobStore
+from modelyard.server.errors import install_error_handlers
+from modelyard.server.routes import artifacts, experiments, health, runs
+from modelyard.settings import Settings
+from modelyard.stores.sql import open_sql_stores
+from modelyard.tracking.service import TrackingService
+
+SETTINGS_ENV = "MODELYARD_SERVER_SETTINGS"
+
+
+class SecurityHeaders:
+    """Headers that keep browsers from sniffing, framing or running what the API returns."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:  # type: ignore[type-arg]
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API over the database and blob store that ``settings`` names.
+
+    Raises:
+        SchemaOutdated: the database needs ``modelyard db upgrade`` first.
+    """
+    stores = open_sql_stores(settings.db_url)
+    blobs = FsspecBlobStore(settings.artifacts_url)
+    service = TrackingService(
+        experiments=stores.experiments,
+        runs=stores.runs,
+        artifact_index=stores.artifacts,
+        blobs=blobs,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        stores.close()
+
+    app = FastAPI(title="modelyard", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.stores = stores
+    app.state.service = service
+    install_error_handlers(app)
+    for module in (health, experiments, runs, artifacts):
+        app.include_router(module.router)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes: settings arrive serialised in one variable."""
+    data = _json.loads(os.environ[SETTINGS_ENV])
+    data["allowed_hosts"] = tuple(data["allowed_hosts"])
+    return create_app(Settings(**data))

@@ -1,0 +1,36 @@
+"""Request helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from modelyard.errors import InvalidArgument
+from modelyard.tracking.service import TrackingService
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def service(request: Request) -> TrackingService:
+    svc: TrackingService = request.app.state.service
+    return svc
+
+
+def json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Read and validate a JSON body in one pass (pydantic's JSON parser, no dict detour)."""
+    limit: int = request.app.state.settings.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InvalidArgument(f"request body exceeds {limit} bytes", field="body")
+    body = await request.body()
+    if len(body) > limit:
+        raise InvalidArgument(f"request body exceeds {limit} bytes", field="body")
+    return model.model_validate_json(body or b"{}")

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from modelyard.server.deps import json, parse_body, service
+from modelyard.wire import routes as r
+from modelyard.wire import schemas as w
+
+router = APIRouter(tags=["runs"])
+
+
+@router.post(r.CREATE_RUN.path, status_code=201)
+async def create_run(request: Request) -> Response:
+    body = await parse_body(request, w.CreateRunIn)
+    run = await run_in_threadpool(
+        service(request).create_run,
+        body.experiment_id,
+        run_name=body.run_name,
+        user_id=body.user_id,
+        start_time=body.start_time,
+        tags=body.tags,
+        parent_run_id=body.parent_run_id,
+    )
+    return json(w.run_to_json(run), 201)
+
+
+@router.post(r.SEARCH_RUNS.path)
+async def search_runs(request: Request) -> Response:
+    body = await parse_body(request, w.SearchRunsIn)
+    page = await run_in_threadpool(
+        service(request).search_runs,
+        body.experiment_ids,
+        filter=body.filter,
+        order_by=body.order_by,
+        view=body.view,
+        max_results=body.max_results,
+        page_token=body.page_token,
+    )
+    return json({"runs": [w.run_to_json(x) for x in page],
+                 "next_page_token": page.next_page_token})
+
+
+@router.get(r.GET_RUN.path)
+def get_run(request: Request, run_id: str) -> Response:
+    return json(w.run_to_json(service(request).get_run(run_id)))
+
+
+@router.patch(r.UPDATE_RUN.path)
+async def update_run(request: Request, run_id: str) -> Response:
+    body = await parse_body(request, w.UpdateRunIn)
+    run = await run_in_threadpool(
+        service(request).update_run,
+        run_id, status=body.status, end_time=body.end_time, run_name=body.run_name,
+    )
+    return json(w.run_to_json(run))
+
+
+@router.delete(r.DELETE_RUN.path)
+def delete_run(request: Request, run_id: str) -> Response:
+    service(request).delete_run(run_id)
+    return json({})
+
+
+@router.post(r.RESTORE_RUN.path)
+def restore_run(request: Request, run_id: str) -> Response:
+    service(request).restore_run(run_id)
+    return json({})
+
+
+@router.post(r.LOG_BATCH.path)
+async def log_batch(request: Request, run_id: str) -> Response:
+    body = await parse_body(request, w.LogBatchIn)
+    stored = await run_in_threadpool(
+        service(request).log_batch, run_id, body.to_domain(), batch_id=body.batch_id
+    )
+    return json({"stored": stored, "duplicate": not stored})
+
+
+@router.delete(r.DELETE_TAG.path)
+def delete_tag(request: Request, run_id: str, key: str) -> Response:
+    service(request).delete_tag(run_id, key)
+    return json({})
+
+
+@router.get(r.METRIC_HISTORY.path)
+def metric_history(request: Request, run_id: str, key: str) -> Response:
+    points = service(request).get_metric_history(run_id, key)
+    return json({"metrics": [w.metric_to_json(m) for m in points]})

@@ -1,0 +1,67 @@
+"""Frozen settings, read once at an entry point (cli, server) and passed down.
+
+Nothing below the entry points reads ``os.environ``; they receive a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "modelyard-data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8750
+
+
+def default_db_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'modelyard.db').as_posix()}"
+
+
+def default_artifacts_url(data_dir: Path) -> str:
+    return (data_dir / "artifacts").as_posix()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a server or an embedded backend needs to start.
+
+    Args:
+        db_url: SQLAlchemy URL of the metadata database (``sqlite:///...`` or ``postgresql://...``).
+        artifacts_url: a local folder or any fsspec URL for the blob store.
+        host, port, workers: where and how the server listens.
+        max_request_bytes: the largest JSON body the server accepts.
+        allowed_hosts: Host header values the server answers (DNS-rebinding protection).
+    """
+
+    db_url: str
+    artifacts_url: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    max_request_bytes: int = 32 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | Path = DEFAULT_DATA_DIR) -> Settings:
+        path = Path(data_dir).expanduser().absolute()
+        return cls(db_url=default_db_url(path), artifacts_url=default_artifacts_url(path))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``MODELYARD_*`` variables, then explicit overrides (non-None)."""
+        env = os.environ if environ is None else environ
+        base = cls.for_data_dir(env.get("MODELYARD_DATA_DIR", DEFAULT_DATA_DIR))
+        values: dict[str, object] = {}
+        if "MODELYARD_DB" in env:
+            values["db_url"] = env["MODELYARD_DB"]
+        if "MODELYARD_ARTIFACTS" in env:
+            values["artifacts_url"] = env["MODELYARD_ARTIFACTS"]
+        if "MODELYARD_ALLOWED_HOSTS" in env:
+            values["allowed_hosts"] = tuple(
+                h.strip() for h in env["MODELYARD_ALLOWED_HOSTS"].split(",") if h.strip()
+            )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(base, **values)  # type: ignore[arg-type]

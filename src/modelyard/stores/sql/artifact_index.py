@@ -1,0 +1,70 @@
+"""Run artifact manifests in SQL: relative path -> (digest, size)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, select
+
+from modelyard.domain.entities import ArtifactEntry, LifecycleStage
+from modelyard.errors import ArtifactNotFound, InvalidState, RunNotFound
+from modelyard.stores.sql import schema as s
+from modelyard.stores.sql.base import SqlBase
+
+
+def _run_stage(conn: Connection, run_id: str) -> str:
+    stage = conn.execute(
+        select(s.runs.c.lifecycle_stage).where(s.runs.c.run_id == run_id)
+    ).scalar_one_or_none()
+    if stage is None:
+        raise RunNotFound(f"run {run_id!r} does not exist", field="run_id")
+    return str(stage)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class SqlArtifactIndex(SqlBase):
+    def put_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry]) -> None:
+        now = int(time.time() * 1000)
+        with self._write() as conn:
+            if _run_stage(conn, run_id) != LifecycleStage.ACTIVE.value:
+                raise InvalidState(f"run {run_id} is deleted", field="run_id")
+            stmt = self._insert(s.artifacts)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["run_id", "path"],
+                    set_={"digest": stmt.excluded.digest, "size": stmt.excluded.size,
+                          "created_time": stmt.excluded.created_time},
+                ),
+                [
+                    {"run_id": run_id, "path": e.path, "digest": e.digest, "size": e.size,
+                     "created_time": now}
+                    for e in entries
+                ],
+            )
+
+    def list_artifacts(self, run_id: str, *, prefix: str) -> list[ArtifactEntry]:
+        a = s.artifacts.c
+        with self._read() as conn:
+            _run_stage(conn, run_id)
+            query = select(a.path, a.digest, a.size).where(a.run_id == run_id)
+            if prefix:
+                query = query.where(
+                    (a.path == prefix) | a.path.like(_escape_like(prefix) + "/%", escape="\\")
+                )
+            rows = conn.execute(query.order_by(a.path))
+            return [ArtifactEntry(r.path, r.digest, int(r.size)) for r in rows]
+
+    def get_artifact(self, run_id: str, path: str) -> ArtifactEntry:
+        a = s.artifacts.c
+        with self._read() as conn:
+            _run_stage(conn, run_id)
+            row = conn.execute(
+                select(a.path, a.digest, a.size).where(a.run_id == run_id, a.path == path)
+            ).first()
+            if row is None:
+                raise ArtifactNotFound(f"run {run_id} has no artifact {path!r}", field="path")
+            return ArtifactEntry(row.path, row.digest, int(row.size))

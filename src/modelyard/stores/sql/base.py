@@ -1,0 +1,49 @@
+"""What every SQL store shares: the engine, read/write transactions, dialect-aware upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from modelyard.errors import Unavailable
+
+
+class SqlBase:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, PoolTimeout) as exc:
+            raise Unavailable(f"the metadata database is unavailable: {_short(exc)}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A transaction that commits on success and rolls back on any exception."""
+        try:
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                yield conn
+        except (OperationalError, PoolTimeout) as exc:
+            raise Unavailable(f"the metadata database is unavailable: {_short(exc)}") from exc
+
+    def _insert(self, table: Table) -> Any:
+        """``INSERT`` with ``ON CONFLICT`` support for the engine's dialect."""
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+
+def _short(exc: BaseException) -> str:
+    # Only the driver's first line (e.g. "database is locked"): never SQL text or parameters.
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).splitlines()[0][:200] if str(orig) else type(orig).__name__

@@ -1,0 +1,161 @@
+"""The relational schema. It changes only through Alembic migrations (``migrations/``).
+
+Rows never leave ``modelyard.stores.sql``: the store converts them to domain entities.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT in PostgreSQL, INTEGER (the rowid alias, so it autoincrements) in SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ExperimentRow(Base):
+    __tablename__ = "experiments"
+    experiment_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(500), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), default="active")
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    last_update_time: Mapped[int] = mapped_column(BigInteger)
+    deleted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ExperimentTagRow(Base):
+    __tablename__ = "experiment_tags"
+    experiment_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("experiments.experiment_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("experiments.experiment_id", ondelete="CASCADE")
+    )
+    run_name: Mapped[str] = mapped_column(String(250))
+    user_id: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lifecycle_stage: Mapped[str] = mapped_column(String(16))
+    parent_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    deleted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (
+        Index("ix_runs_experiment_stage_start", "experiment_id", "lifecycle_stage", "start_time"),
+        Index("ix_runs_parent", "parent_run_id"),
+    )
+
+
+def _run_fk() -> ForeignKey:
+    return ForeignKey("runs.run_id", ondelete="CASCADE")
+
+
+class ParamRow(Base):
+    __tablename__ = "params"
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_params_key_value", "key", "value", "run_id"),)
+
+
+class TagRow(Base):
+    __tablename__ = "tags"
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_tags_key_value", "key", "value", "run_id"),)
+
+
+class MetricRow(Base):
+    """The full, append-only history. NaN is stored as value NULL with is_nan true, because
+    SQLite turns NaN into NULL anyway and PostgreSQL orders NaN above every number."""
+
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk())
+    key: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step", "timestamp"),)
+
+
+class LatestMetricRow(Base):
+    """The latest value per (run, key): highest step, then timestamp, then value."""
+
+    __tablename__ = "latest_metrics"
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value", "run_id"),)
+
+
+class ArtifactRow(Base):
+    """A run's artifact manifest: relative path -> blob digest and size."""
+
+    __tablename__ = "artifacts"
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk(), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_time: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_artifacts_digest", "digest"),)
+
+
+class IngestedBatchRow(Base):
+    """Client-supplied batch ids already stored, so a retried batch is never stored twice."""
+
+    __tablename__ = "ingested_batches"
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk())
+    created_time: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_ingested_batches_run", "run_id"),)
+
+
+experiments = ExperimentRow.__table__
+experiment_tags = ExperimentTagRow.__table__
+runs = RunRow.__table__
+params = ParamRow.__table__
+tags = TagRow.__table__
+metrics = MetricRow.__table__
+latest_metrics = LatestMetricRow.__table__
+artifacts = ArtifactRow.__table__
+ingested_batches = IngestedBatchRow.__table__

@@ -1,0 +1,52 @@
+"""The route table: the one list of REST endpoints, shared by the server and the remote backend.
+
+The server mounts a handler on each route; the remote backend builds its requests from the same
+objects, so the two ends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+API = "/api/v1"
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::\w+)?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+
+    def url(self, **params: str) -> str:
+        """The path with ``{name}`` / ``{name:path}`` placeholders filled (values must already be
+        URL-encoded)."""
+        return _PLACEHOLDER.sub(lambda m: params[m.group(1)], self.path)
+
+
+HEALTH = Route("GET", "/health")
+
+CREATE_EXPERIMENT = Route("POST", f"{API}/experiments")
+LIST_EXPERIMENTS = Route("GET", f"{API}/experiments")
+GET_EXPERIMENT_BY_NAME = Route("GET", f"{API}/experiments/by-name")
+GET_EXPERIMENT = Route("GET", f"{API}/experiments/{{experiment_id}}")
+UPDATE_EXPERIMENT = Route("PATCH", f"{API}/experiments/{{experiment_id}}")
+DELETE_EXPERIMENT = Route("DELETE", f"{API}/experiments/{{experiment_id}}")
+RESTORE_EXPERIMENT = Route("POST", f"{API}/experiments/{{experiment_id}}/restore")
+SET_EXPERIMENT_TAG = Route("POST", f"{API}/experiments/{{experiment_id}}/tags")
+
+CREATE_RUN = Route("POST", f"{API}/runs")
+SEARCH_RUNS = Route("POST", f"{API}/runs/search")
+GET_RUN = Route("GET", f"{API}/runs/{{run_id}}")
+UPDATE_RUN = Route("PATCH", f"{API}/runs/{{run_id}}")
+DELETE_RUN = Route("DELETE", f"{API}/runs/{{run_id}}")
+RESTORE_RUN = Route("POST", f"{API}/runs/{{run_id}}/restore")
+LOG_BATCH = Route("POST", f"{API}/runs/{{run_id}}/batch")
+DELETE_TAG = Route("DELETE", f"{API}/runs/{{run_id}}/tags")
+METRIC_HISTORY = Route("GET", f"{API}/runs/{{run_id}}/metrics/history")
+
+LIST_ARTIFACTS = Route("GET", f"{API}/runs/{{run_id}}/artifacts")
+UPLOAD_ARTIFACT = Route("PUT", f"{API}/runs/{{run_id}}/artifacts/{{path:path}}")
+DOWNLOAD_ARTIFACT = Route("GET", f"{API}/runs/{{run_id}}/artifacts/{{path:path}}")
+
+ALL_ROUTES = tuple(v for k, v in dict(globals()).items() if isinstance(v, Route))

@@ -1,0 +1,204 @@
+"""JSON request schemas (pydantic v2) and the domain <-> JSON conversions of responses.
+
+Metric values travel as JSON numbers, or as the strings "NaN", "Infinity" and "-Infinity",
+which JSON itself cannot express.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from modelyard.domain.entities import (
+    ArtifactEntry,
+    Experiment,
+    LifecycleStage,
+    LogBatch,
+    Metric,
+    Param,
+    Run,
+    RunInfo,
+    RunStatus,
+    Tag,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Float = Annotated[float, Field(allow_inf_nan=True)]
+
+
+class MetricIn(_Strict):
+    key: StrictStr
+    value: Float | StrictInt
+    step: StrictInt = 0
+    timestamp: StrictInt
+
+
+class KeyValueIn(_Strict):
+    key: StrictStr
+    value: StrictStr
+
+
+class CreateExperimentIn(_Strict):
+    name: StrictStr
+    description: StrictStr = ""
+    tags: dict[StrictStr, StrictStr] = {}
+
+
+class UpdateExperimentIn(_Strict):
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+
+
+class CreateRunIn(_Strict):
+    experiment_id: StrictStr
+    run_name: StrictStr | None = None
+    user_id: StrictStr = "unknown"
+    start_time: StrictInt | None = None
+    tags: dict[StrictStr, StrictStr] = {}
+    parent_run_id: StrictStr | None = None
+
+
+class UpdateRunIn(_Strict):
+    status: StrictStr | None = None
+    end_time: StrictInt | None = None
+    run_name: StrictStr | None = None
+
+
+class LogBatchIn(_Strict):
+    batch_id: StrictStr | None = None
+    metrics: list[MetricIn] = []
+    params: list[KeyValueIn] = []
+    tags: list[KeyValueIn] = []
+
+    def to_domain(self) -> LogBatch:
+        return LogBatch(
+            metrics=tuple(Metric(m.key, float(m.value), m.step, m.timestamp)
+                          for m in self.metrics),
+            params=tuple(Param(p.key, p.value) for p in self.params),
+            tags=tuple(Tag(t.key, t.value) for t in self.tags),
+        )
+
+
+class SearchRunsIn(_Strict):
+    experiment_ids: list[StrictStr]
+    filter: StrictStr | None = None
+    order_by: list[StrictStr] = []
+    view: StrictStr = "active_only"
+    max_results: StrictInt = 1000
+    page_token: StrictStr | None = None
+
+
+# ---------------------------------------------------------------------- responses (dicts)
+
+
+def float_to_json(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def float_from_json(value: float | int | str) -> float:
+    return float(value)  # float() reads "NaN", "Infinity" and "-Infinity"
+
+
+def batch_to_json(batch: LogBatch, batch_id: str | None) -> dict[str, Any]:
+    return {
+        "batch_id": batch_id,
+        "metrics": [
+            {"key": m.key, "value": float_to_json(m.value), "step": m.step,
+             "timestamp": m.timestamp}
+            for m in batch.metrics
+        ],
+        "params": [{"key": p.key, "value": p.value} for p in batch.params],
+        "tags": [{"key": t.key, "value": t.value} for t in batch.tags],
+    }
+
+
+def metric_to_json(m: Metric) -> dict[str, Any]:
+    return {"key": m.key, "value": float_to_json(m.value), "step": m.step,
+            "timestamp": m.timestamp}
+
+
+def metric_from_json(d: dict[str, Any]) -> Metric:
+    return Metric(d["key"], float_from_json(d["value"]), int(d["step"]), int(d["timestamp"]))
+
+
+def experiment_to_json(e: Experiment) -> dict[str, Any]:
+    return {
+        "experiment_id": e.experiment_id,
+        "name": e.name,
+        "description": e.description,
+        "lifecycle_stage": e.lifecycle_stage.value,
+        "creation_time": e.creation_time,
+        "last_update_time": e.last_update_time,
+        "deleted_time": e.deleted_time,
+        "tags": dict(e.tags),
+    }
+
+
+def experiment_from_json(d: dict[str, Any]) -> Experiment:
+    return Experiment(
+        experiment_id=d["experiment_id"],
+        name=d["name"],
+        description=d["description"],
+        lifecycle_stage=LifecycleStage(d["lifecycle_stage"]),
+        creation_time=d["creation_time"],
+        last_update_time=d["last_update_time"],
+        tags=d["tags"],
+        deleted_time=d.get("deleted_time"),
+    )
+
+
+def run_to_json(r: Run) -> dict[str, Any]:
+    i = r.info
+    return {
+        "info": {
+            "run_id": i.run_id,
+            "experiment_id": i.experiment_id,
+            "run_name": i.run_name,
+            "user_id": i.user_id,
+            "status": i.status.value,
+            "start_time": i.start_time,
+            "end_time": i.end_time,
+            "lifecycle_stage": i.lifecycle_stage.value,
+            "parent_run_id": i.parent_run_id,
+            "deleted_time": i.deleted_time,
+        },
+        "params": dict(r.params),
+        "metrics": [metric_to_json(m) for m in r.latest_metrics.values()],
+        "tags": dict(r.tags),
+    }
+
+
+def run_from_json(d: dict[str, Any]) -> Run:
+    i = d["info"]
+    info = RunInfo(
+        run_id=i["run_id"],
+        experiment_id=i["experiment_id"],
+        run_name=i["run_name"],
+        user_id=i["user_id"],
+        status=RunStatus(i["status"]),
+        start_time=i["start_time"],
+        end_time=i["end_time"],
+        lifecycle_stage=LifecycleStage(i["lifecycle_stage"]),
+        parent_run_id=i.get("parent_run_id"),
+        deleted_time=i.get("deleted_time"),
+    )
+    metrics = {m["key"]: metric_from_json(m) for m in d["metrics"]}
+    return Run(info, d["params"], metrics, d["tags"])
+
+
+def artifact_to_json(a: ArtifactEntry) -> dict[str, Any]:
+    return {"path": a.path, "digest": a.digest, "size": a.size}
+
+
+def artifact_from_json(d: dict[str, Any]) -> ArtifactEntry:
+    return ArtifactEntry(d["path"], d["digest"], int(d["size"]))
