@@ -153,7 +153,9 @@ def _all_subclasses(cls: type[ModelyardError]) -> list[type[ModelyardError]]:
     return out
 
 
-_BY_CODE: dict[ErrorCode, type[ModelyardError]] = {c.code: c for c in _all_subclasses(ModelyardError)}
+_BY_CODE: dict[ErrorCode, type[ModelyardError]] = {
+    c.code: c for c in _all_subclasses(ModelyardError)
+}
 
 
 def error_from_code(code: str, message: str, *, field: str | None = None) -> ModelyardError:

@@ -60,7 +60,7 @@ class Backend(Protocol):
         self,
         experiment_ids: Sequence[str],
         *,
-        filter: str | None = None,  # noqa: A002
+        filter: str | None = None,
         order_by: Sequence[str] | None = None,
         view: ViewType | str = ...,
         max_results: int = ...,

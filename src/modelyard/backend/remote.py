@@ -155,13 +155,13 @@ class RemoteBackend:
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         d = self._call(r.METRIC_HISTORY, path={"run_id": run_id}, params={"key": key})
-        return [w.metric_from_json(m) for m in d["metrics"]]
+        return w.history_from_json(d)
 
     def search_runs(
         self,
         experiment_ids: Sequence[str],
         *,
-        filter: str | None = None,  # noqa: A002
+        filter: str | None = None,
         order_by: Sequence[str] | None = None,
         view: ViewType | str = ViewType.ACTIVE_ONLY,
         max_results: int = 1000,

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from modelyard.errors import ModelyardError
 
@@ -21,7 +22,11 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    # soft_wrap: the message stays one line whatever the width; escape: user-supplied names
+    # inside it (``[bold]``...) print literally.
+    line = " ".join(message.split("\n"))
+    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True,
+                      soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -47,7 +47,7 @@ def server(
 
     base = settings_from_flags(db, artifacts, data_dir)
     hosts = tuple(dict.fromkeys([*base.allowed_hosts, *allowed_host,
-                                 *([host] if host not in ("0.0.0.0", "::") else [])]))
+                                 *([host] if host not in ("0.0.0.0", "::") else [])]))  # noqa: S104
     settings = dataclasses.replace(base, host=host, port=port, workers=workers,
                                    allowed_hosts=hosts)
     # Check (or create) the schema once, before any worker starts: a clear refusal here.

@@ -19,7 +19,7 @@ from typing import Any
 from modelyard.artifacts.paths import normalize_artifact_path, safe_join
 from modelyard.backend.protocol import Backend
 from modelyard.client.run import ActiveRun
-from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run, ViewType
+from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run
 from modelyard.domain.paging import Page
 from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument
 from modelyard.settings import DEFAULT_DATA_DIR
@@ -211,7 +211,7 @@ def _experiment_ids(b: Backend, experiment: str | Sequence[str] | None) -> list[
 
 def search_runs(
     experiment: str | Sequence[str] | None = None,
-    filter: str | None = None,  # noqa: A002 - the name MLflow users know
+    filter: str | None = None,
     order_by: Sequence[str] | None = None,
     max_results: int = 100,
     page_token: str | None = None,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
-
 class LifecycleStage(StrEnum):
     ACTIVE = "active"
     DELETED = "deleted"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from modelyard.domain.validation import MAX_FILTER_LENGTH
+from modelyard.domain.validation import MAX_FILTER_LENGTH, MAX_INT64, MIN_INT64
 from modelyard.errors import InvalidFilter
 
 
@@ -63,10 +63,15 @@ _KIND_ALIASES = {
     "run": FieldKind.ATTRIBUTE,
 }
 
-Op = Literal["=", "!=", ">", ">=", "<", "<=", "LIKE", "ILIKE", "IN", "NOT IN", "IS NULL", "IS NOT NULL"]
+Op = Literal[
+    "=", "!=", ">", ">=", "<", "<=", "LIKE", "ILIKE", "IN", "NOT IN", "IS NULL", "IS NOT NULL"
+]
 NUMERIC_OPS = frozenset({"=", "!=", ">", ">=", "<", "<="})
 STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"})
 NULL_OPS = frozenset({"IS NULL", "IS NOT NULL"})
+# Deepest nesting of "not" and parentheses: the parser, the renderer and the SQL compiler all
+# recurse once per level, so an unbounded depth would exhaust Python's stack (a 500, not a 400).
+MAX_NESTING = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,7 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     # helpers
     def peek(self) -> _Tok:
@@ -218,15 +224,29 @@ class _Parser:
             items.append(self.not_expr())
         return items[0] if len(items) == 1 else And(tuple(items))
 
+    def nest(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise InvalidFilter(
+                f"filter: nesting of 'not' and parentheses at position {tok.pos} is deeper "
+                f"than {MAX_NESTING} levels",
+                field="filter",
+            )
+
     def not_expr(self) -> Expr:
-        if self.is_word("not"):
-            self.advance()
-            return Not(self.not_expr())
         tok = self.peek()
+        if self.is_word("not"):
+            self.nest(tok)
+            self.advance()
+            expr: Expr = Not(self.not_expr())
+            self.depth -= 1
+            return expr
         if tok.kind == "punct" and tok.text == "(":
+            self.nest(tok)
             self.advance()
             expr = self.or_expr()
             self.expect_punct(")")
+            self.depth -= 1
             return expr
         return self.comparison()
 
@@ -335,10 +355,19 @@ class _Parser:
                 values.append(self.scalar(False))
             self.expect_punct(")")
             return Comparison(field, op, tuple(str(v) for v in values))
+        value_tok = self.peek()
         value = self.scalar(field.is_numeric)
         if isinstance(value, float) and math.isinf(value):
             raise InvalidFilter(
                 f"filter: number at position {field_tok.pos} is out of range", field="filter"
+            )
+        if (field.kind is FieldKind.ATTRIBUTE and isinstance(value, float)
+                and not MIN_INT64 <= value <= MAX_INT64):
+            # times are 64-bit integers in the database; a larger number cannot be bound
+            raise InvalidFilter(
+                f"filter: number at position {value_tok.pos} is out of range for "
+                f"attributes.{field.key}",
+                field="filter",
             )
         return Comparison(field, op, value)
 

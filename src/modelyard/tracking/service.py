@@ -230,7 +230,7 @@ class TrackingService:
         self,
         experiment_ids: Sequence[str],
         *,
-        filter: str | None = None,  # noqa: A002 - the public name users know from MLflow
+        filter: str | None = None,
         order_by: Sequence[str] | None = None,
         view: ViewType | str = ViewType.ACTIVE_ONLY,
         max_results: int = 1000,

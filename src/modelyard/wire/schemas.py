@@ -131,6 +131,24 @@ def metric_from_json(d: dict[str, Any]) -> Metric:
     return Metric(d["key"], float_from_json(d["value"]), int(d["step"]), int(d["timestamp"]))
 
 
+def history_to_json(key: str, points: list[Metric]) -> dict[str, Any]:
+    """A metric history as parallel arrays: far cheaper to encode and decode than objects."""
+    return {
+        "key": key,
+        "steps": [m.step for m in points],
+        "timestamps": [m.timestamp for m in points],
+        "values": [v if v - v == 0 else float_to_json(v) for v in (m.value for m in points)],
+    }
+
+
+def history_from_json(d: dict[str, Any]) -> list[Metric]:
+    key = d["key"]
+    return [
+        Metric(key, v if isinstance(v, float) else float(v), step, ts)
+        for step, ts, v in zip(d["steps"], d["timestamps"], d["values"], strict=True)
+    ]
+
+
 def experiment_to_json(e: Experiment) -> dict[str, Any]:
     return {
         "experiment_id": e.experiment_id,

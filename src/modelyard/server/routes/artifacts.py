@@ -19,9 +19,12 @@ router = APIRouter(tags=["artifacts"])
 
 def _sync_chunks(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
     """Pull an async request stream from a worker thread, chunk by chunk (constant memory)."""
+    async def next_chunk() -> bytes:
+        return await stream.__anext__()
+
     while True:
         try:
-            chunk = anyio.from_thread.run(stream.__anext__)
+            chunk = anyio.from_thread.run(next_chunk)
         except StopAsyncIteration:
             return
         if chunk:

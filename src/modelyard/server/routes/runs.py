@@ -87,4 +87,4 @@ def delete_tag(request: Request, run_id: str, key: str) -> Response:
 @router.get(r.METRIC_HISTORY.path)
 def metric_history(request: Request, run_id: str, key: str) -> Response:
     points = service(request).get_metric_history(run_id, key)
-    return json({"metrics": [w.metric_to_json(m) for m in points]})
+    return json(w.history_to_json(key, points))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ class SqlBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self._compiled: dict[tuple[int, tuple[str, ...]], str] = {}
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -35,6 +36,27 @@ class SqlBase:
                 yield conn
         except (OperationalError, PoolTimeout) as exc:
             raise Unavailable(f"the metadata database is unavailable: {_short(exc)}") from exc
+
+    def _bulk(self, conn: Connection, stmt: Any, columns: tuple[str, ...],
+              rows: Sequence[Sequence[Any]]) -> None:
+        """Execute a multi-row statement as fast as the dialect allows.
+
+        SQLite: the driver's executemany on SQL compiled once from the SQLAlchemy statement
+        (in-process, so per-row statements are cheap and SQLAlchemy's per-row parameter
+        handling would cost more than the database). PostgreSQL: SQLAlchemy's batched
+        multi-row VALUES, which saves the network round trip per row.
+        """
+        if self._dialect != "sqlite":
+            conn.execute(stmt, [dict(zip(columns, row, strict=True)) for row in rows])
+            return
+        key = (id(stmt), columns)
+        sql = self._compiled.get(key)
+        if sql is None:
+            compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(columns))
+            if list(compiled.positiontup or ()) != list(columns):
+                raise RuntimeError(f"unexpected bind order {compiled.positiontup}")
+            sql = self._compiled[key] = str(compiled)
+        conn.exec_driver_sql(sql, list(rows))
 
     def _insert(self, table: Table) -> Any:
         """``INSERT`` with ``ON CONFLICT`` support for the engine's dialect."""

@@ -6,8 +6,9 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.domain.entities import (
@@ -61,19 +62,41 @@ def _latest_per_key(points: Sequence[Metric]) -> list[Metric]:
     return list(best.values())
 
 
-def _metric_row(run_id: str, m: Metric) -> dict[str, object]:
-    nan = math.isnan(m.value)
-    return {
-        "run_id": run_id,
-        "key": m.key,
-        "value": None if nan else m.value,
-        "is_nan": nan,
-        "step": m.step,
-        "timestamp": m.timestamp,
-    }
+_METRIC_COLUMNS = ("run_id", "key", "value", "is_nan", "step", "timestamp")
+
+
+def _metric_row(run_id: str, m: Metric) -> tuple[object, ...]:
+    value = m.value
+    nan = value != value  # NaN is the only float unequal to itself
+    return (run_id, m.key, None if nan else value, nan, m.step, m.timestamp)
 
 
 class SqlRunStore(SqlBase):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._metrics_insert = s.metrics.insert()
+        self._latest_upsert = self._latest_statement()
+
+    def _latest_statement(self) -> Any:
+        stmt = self._insert(s.latest_metrics)
+        new, old = stmt.excluded, s.latest_metrics.c
+        # NaN is stored as NULL: it ranks below every number when steps and timestamps tie.
+        newer = or_(
+            new.step > old.step,
+            and_(new.step == old.step, new.timestamp > old.timestamp),
+            and_(
+                new.step == old.step,
+                new.timestamp == old.timestamp,
+                new.value.is_not(None),
+                or_(old.value.is_(None), new.value > old.value),
+            ),
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=["run_id", "key"],
+            set_={c: getattr(new, c) for c in ("value", "is_nan", "step", "timestamp")},
+            where=newer,
+        )
+
     # ------------------------------------------------------------------ lifecycle
 
     def _info(self, conn: Connection, run_id: str) -> RunInfo:
@@ -213,7 +236,8 @@ class SqlRunStore(SqlBase):
                     [{"run_id": run_id, "key": k, "value": v} for k, v in last.items()],
                 )
             if batch.metrics:
-                conn.execute(s.metrics.insert(), [_metric_row(run_id, m) for m in batch.metrics])
+                rows = [_metric_row(run_id, m) for m in batch.metrics]
+                self._bulk(conn, self._metrics_insert, _METRIC_COLUMNS, rows)
                 self._update_latest(conn, run_id, batch.metrics)
         return True
 
@@ -240,27 +264,8 @@ class SqlRunStore(SqlBase):
                 )
 
     def _update_latest(self, conn: Connection, run_id: str, points: Sequence[Metric]) -> None:
-        stmt = self._insert(s.latest_metrics)
-        new, old = stmt.excluded, s.latest_metrics.c
-        # NaN is stored as NULL: it ranks below every number when steps and timestamps tie.
-        newer = or_(
-            new.step > old.step,
-            and_(new.step == old.step, new.timestamp > old.timestamp),
-            and_(
-                new.step == old.step,
-                new.timestamp == old.timestamp,
-                new.value.is_not(None),
-                or_(old.value.is_(None), new.value > old.value),
-            ),
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["run_id", "key"],
-                set_={c: getattr(new, c) for c in ("value", "is_nan", "step", "timestamp")},
-                where=newer,
-            ),
-            [_metric_row(run_id, m) for m in _latest_per_key(points)],
-        )
+        rows = [_metric_row(run_id, m) for m in _latest_per_key(points)]
+        self._bulk(conn, self._latest_upsert, _METRIC_COLUMNS, rows)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with self._write() as conn:

@@ -5,6 +5,8 @@ Rows never leave ``modelyard.stores.sql``: the store converts them to domain ent
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -14,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -150,12 +153,12 @@ class IngestedBatchRow(Base):
     __table_args__ = (Index("ix_ingested_batches_run", "run_id"),)
 
 
-experiments = ExperimentRow.__table__
-experiment_tags = ExperimentTagRow.__table__
-runs = RunRow.__table__
-params = ParamRow.__table__
-tags = TagRow.__table__
-metrics = MetricRow.__table__
-latest_metrics = LatestMetricRow.__table__
-artifacts = ArtifactRow.__table__
-ingested_batches = IngestedBatchRow.__table__
+experiments = cast(Table, ExperimentRow.__table__)
+experiment_tags = cast(Table, ExperimentTagRow.__table__)
+runs = cast(Table, RunRow.__table__)
+params = cast(Table, ParamRow.__table__)
+tags = cast(Table, TagRow.__table__)
+metrics = cast(Table, MetricRow.__table__)
+latest_metrics = cast(Table, LatestMetricRow.__table__)
+artifacts = cast(Table, ArtifactRow.__table__)
+ingested_batches = cast(Table, IngestedBatchRow.__table__)

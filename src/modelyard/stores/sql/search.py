@@ -8,6 +8,7 @@ every order ends with the run id so pages are stable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,6 @@ from modelyard.domain.search import (
     Field,
     FieldKind,
     Not,
-    Or,
     OrderKey,
     render,
 )
@@ -70,7 +70,9 @@ def _attribute_value(field: Field, value: Any) -> Any:
     if field.key == "experiment_id":
         # experiment ids are integers in the database, strings on the API
         def as_int(v: Any) -> int:
-            if not str(v).isdigit():
+            # ASCII digits only, and at most 18 of them (what fits in BIGINT; str.isdigit()
+            # accepts '²' and other characters int() refuses)
+            if re.fullmatch(r"[0-9]{1,18}", str(v)) is None:
                 raise InvalidFilter(
                     f"filter: attributes.experiment_id must be digits, got {v!r}", field="filter"
                 )

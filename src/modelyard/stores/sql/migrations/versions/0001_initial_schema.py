@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-12-01 17:43:10.613152
 
 Creates every table and the experiment 'Default' with id 0 (as MLflow has).
