@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -69,9 +70,10 @@ Op = Literal[
 NUMERIC_OPS = frozenset({"=", "!=", ">", ">=", "<", "<="})
 STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"})
 NULL_OPS = frozenset({"IS NULL", "IS NOT NULL"})
-# Deepest nesting of "not" and parentheses: the parser, the renderer and the SQL compiler all
-# recurse once per level, so an unbounded depth would exhaust Python's stack (a 500, not a 400).
-MAX_NESTING = 50
+# Deepest nesting of "not", "and", "or" and parentheses. The parser, the renderer and the SQL
+# compiler recurse once per level, and SQLite's own parser overflows on filters nested ~30
+# deep: beyond this a filter is refused (INVALID_FILTER) instead of failing as a 500 or 503.
+MAX_NESTING = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,12 @@ class _Tok:
 
 
 def _tokenize(text: str) -> list[_Tok]:
+    if "\x00" in text:
+        # No stored key or value can hold NUL, and PostgreSQL refuses it in text parameters.
+        raise InvalidFilter(
+            f"filter: NUL character at position {text.index(chr(0))} is not allowed",
+            field="filter",
+        )
     toks: list[_Tok] = []
     pos = 0
     while pos < len(text):
@@ -175,7 +183,8 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
-        self.depth = 0
+        self.depth = 0  # open "not"s and parentheses (bounds the parser's recursion)
+        self.levels: dict[int, int] = {}  # id(node) -> nesting levels of and/or/not below it
 
     # helpers
     def peek(self) -> _Tok:
@@ -210,41 +219,53 @@ class _Parser:
             raise self.fail("'and', 'or' or end of filter")
         return expr
 
+    def too_deep(self, tok: _Tok) -> InvalidFilter:
+        return InvalidFilter(
+            f"filter: the expression at position {tok.pos} nests 'not', 'and', 'or' and "
+            f"parentheses deeper than {MAX_NESTING} levels",
+            field="filter",
+        )
+
+    def node(self, expr: Expr, children: Sequence[Expr], tok: _Tok) -> Expr:
+        level = 1 + max(self.levels.get(id(c), 0) for c in children)
+        if level > MAX_NESTING:
+            raise self.too_deep(tok)
+        self.levels[id(expr)] = level
+        return expr
+
     def or_expr(self) -> Expr:
+        tok = self.peek()
         items = [self.and_expr()]
         while self.is_word("or"):
             self.advance()
             items.append(self.and_expr())
-        return items[0] if len(items) == 1 else Or(tuple(items))
+        return items[0] if len(items) == 1 else self.node(Or(tuple(items)), items, tok)
 
     def and_expr(self) -> Expr:
+        tok = self.peek()
         items = [self.not_expr()]
         while self.is_word("and"):
             self.advance()
             items.append(self.not_expr())
-        return items[0] if len(items) == 1 else And(tuple(items))
+        return items[0] if len(items) == 1 else self.node(And(tuple(items)), items, tok)
 
     def nest(self, tok: _Tok) -> None:
         self.depth += 1
         if self.depth > MAX_NESTING:
-            raise InvalidFilter(
-                f"filter: nesting of 'not' and parentheses at position {tok.pos} is deeper "
-                f"than {MAX_NESTING} levels",
-                field="filter",
-            )
+            raise self.too_deep(tok)
 
     def not_expr(self) -> Expr:
         tok = self.peek()
         if self.is_word("not"):
             self.nest(tok)
             self.advance()
-            expr: Expr = Not(self.not_expr())
+            item = self.not_expr()
             self.depth -= 1
-            return expr
+            return self.node(Not(item), [item], tok)
         if tok.kind == "punct" and tok.text == "(":
             self.nest(tok)
             self.advance()
-            expr = self.or_expr()
+            expr: Expr = self.or_expr()
             self.expect_punct(")")
             self.depth -= 1
             return expr
@@ -393,8 +414,8 @@ def parse_order_by(clauses: list[str] | tuple[str, ...] | None) -> tuple[OrderKe
     for clause in clauses or ():
         if not isinstance(clause, str) or not clause.strip():
             raise InvalidFilter("order_by entries must be non-empty strings", field="order_by")
-        p = _Parser(clause)
         try:
+            p = _Parser(clause)
             field = p.field()
         except InvalidFilter as exc:
             raise InvalidFilter(f"order_by {clause!r}: {exc.message}", field="order_by") from None

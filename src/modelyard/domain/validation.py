@@ -127,6 +127,28 @@ def validate_metric(metric: Metric) -> Metric:
     return metric
 
 
+def _validate_metrics(points: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    """validate_metric over a batch, checking each distinct key once (batches repeat keys)."""
+    seen: set[str] = set()
+    out: list[Metric] = []
+    for m in points:
+        if m.key not in seen:
+            validate_key(m.key, field="metric key")
+            seen.add(m.key)
+        value, step, ts = m.value, m.step, m.timestamp
+        if (
+            type(value) is float
+            and type(step) is int
+            and type(ts) is int
+            and MIN_INT64 <= step <= MAX_INT64
+            and MIN_INT64 <= ts <= MAX_INT64
+        ):
+            out.append(m)  # the common case, checked inline
+        else:
+            out.append(validate_metric(m))
+    return tuple(out)
+
+
 def validate_param(param: Param) -> Param:
     validate_key(param.key, field="param key")
     _validate_text(param.value, field=f"param {param.key!r} value", limit=MAX_PARAM_VALUE_LENGTH)
@@ -170,7 +192,7 @@ def validate_batch(batch: LogBatch) -> LogBatch:
         raise InvalidArgument(
             f"a batch holds at most {MAX_BATCH_TAGS} tags, got {len(batch.tags)}", field="tags"
         )
-    metrics = tuple(validate_metric(m) for m in batch.metrics)
+    metrics = _validate_metrics(batch.metrics)
     params = tuple(validate_param(p) for p in batch.params)
     tags = tuple(validate_tag(t) for t in batch.tags)
     _no_duplicate_params(params)

@@ -24,8 +24,8 @@ def json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """Read and validate a JSON body in one pass (pydantic's JSON parser, no dict detour)."""
+async def read_body(request: Request) -> bytes:
+    """The request body, refused past the configured size limit."""
     limit: int = request.app.state.settings.max_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -33,4 +33,28 @@ async def parse_body(request: Request, model: type[M]) -> M:
     body = await request.body()
     if len(body) > limit:
         raise InvalidArgument(f"request body exceeds {limit} bytes", field="body")
-    return model.model_validate_json(body or b"{}")
+    return body or b"{}"
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Read and validate a JSON body in one pass (pydantic's JSON parser, no dict detour)."""
+    return model.model_validate_json(await read_body(request))
+
+
+def request_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for a route that parses its body itself (a fast path)."""
+    schema = model.model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": content}}

@@ -4,9 +4,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from modelyard.server.deps import json, parse_body, service
+from modelyard.server.deps import json, parse_body, read_body, request_schema, service
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
+from modelyard.wire.batch import parse_log_batch
 
 router = APIRouter(tags=["runs"])
 
@@ -69,11 +70,11 @@ def restore_run(request: Request, run_id: str) -> Response:
     return json({})
 
 
-@router.post(r.LOG_BATCH.path)
+@router.post(r.LOG_BATCH.path, openapi_extra=request_schema(w.LogBatchIn))
 async def log_batch(request: Request, run_id: str) -> Response:
-    body = await parse_body(request, w.LogBatchIn)
+    batch, batch_id = parse_log_batch(await read_body(request))
     stored = await run_in_threadpool(
-        service(request).log_batch, run_id, body.to_domain(), batch_id=body.batch_id
+        service(request).log_batch, run_id, batch, batch_id=batch_id
     )
     return json({"stored": stored, "duplicate": not stored})
 
