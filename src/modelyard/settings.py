@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "modelyard-data"
@@ -42,7 +42,6 @@ class Settings:
     workers: int = 1
     max_request_bytes: int = 32 * 1024 * 1024
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_data_dir(cls, data_dir: str | Path = DEFAULT_DATA_DIR) -> Settings:

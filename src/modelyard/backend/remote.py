@@ -10,7 +10,9 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from modelyard.artifacts.paths import normalize_artifact_path
 from modelyard.backend.files import read_chunks, write_verified
+from modelyard.domain import validation as v
 from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
 from modelyard.domain.paging import Page
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable, error_from_code
@@ -25,8 +27,15 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+# Path parameters are checked with the service's own validators before a URL is built: a value
+# such as "", "." or ".." would otherwise change the URL itself (httpx collapses dot segments,
+# an empty id hits the collection and a redirect), reaching another route instead of failing
+# with the InvalidArgument the local backend raises.
+_PATH_VALIDATORS = {"run_id": v.validate_run_id, "experiment_id": v.validate_experiment_id}
+
+
 def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
+    if resp.status_code < 300:  # a redirect means the request went somewhere unintended
         return
     try:
         err = orjson.loads(resp.content)["error"]
@@ -49,7 +58,7 @@ class RemoteBackend:
 
     def _call(self, route: r.Route, *, path: dict[str, str] | None = None,
               json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        url = route.url(**{k: _seg(v) for k, v in (path or {}).items()})
+        url = route.url(**{k: _seg(_PATH_VALIDATORS[k](val)) for k, val in (path or {}).items()})
         content = None if json is None else orjson.dumps(json)
         headers = {"content-type": "application/json"} if content is not None else None
         try:
@@ -176,8 +185,11 @@ class RemoteBackend:
     # ------------------------------------------------------------------ artifacts
 
     def _artifact_url(self, route: r.Route, run_id: str, artifact_path: str) -> str:
+        # Normalised here exactly as the service does (the same UnsafePath as the local backend);
+        # sent raw, "a/../b" would be collapsed by httpx into another, unchecked path.
+        clean = normalize_artifact_path(artifact_path)
         # Slashes stay as separators; everything else in each segment is percent-encoded.
-        return route.url(run_id=_seg(run_id), path=quote(artifact_path, safe="/"))
+        return route.url(run_id=_seg(v.validate_run_id(run_id)), path=quote(clean, safe="/"))
 
     def _put(self, run_id: str, artifact_path: str, content: Iterable[bytes] | bytes,
              size: int) -> ArtifactEntry:
@@ -205,14 +217,14 @@ class RemoteBackend:
         url = self._artifact_url(r.DOWNLOAD_ARTIFACT, run_id, artifact_path)
         try:
             with self._http.stream("GET", url, timeout=httpx.Timeout(None, connect=5.0)) as resp:
-                if resp.status_code >= 400:
+                if resp.status_code >= 300:
                     resp.read()
                     _raise_for(resp)
                 digest = resp.headers.get("x-modelyard-digest")
                 size = write_verified(resp.iter_bytes(1 << 20), dest, digest=digest)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
-        return ArtifactEntry(artifact_path, digest or "", size)
+        return ArtifactEntry(normalize_artifact_path(artifact_path), digest or "", size)
 
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
         d = self._call(r.LIST_ARTIFACTS, path={"run_id": run_id}, params={"path": path})

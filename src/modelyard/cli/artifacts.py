@@ -34,7 +34,7 @@ DIGEST_PREFIX = 12
 @contextmanager
 def _progress(verb: str, total_bytes: int, files: int) -> Iterator[tuple[Progress, TaskID]]:
     """A progress bar over bytes (with the file count), drawn on stderr."""
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                TransferSpeedColumn(), TextColumn("{task.fields[done]}/{task.fields[files]} files"),
                TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True,

@@ -29,6 +29,7 @@ from modelyard.cli.shared import (
 )
 from modelyard.domain import search
 from modelyard.domain.entities import Run, ViewType
+from modelyard.domain.validation import validate_max_results
 from modelyard.errors import InvalidArgument, InvalidFilter
 
 runs_app = typer.Typer(help="Search, inspect, compare, delete and restore runs.",
@@ -112,7 +113,7 @@ def list_runs(
     experiment: list[str] = typer.Option([], "--experiment", "-e", help=EXPERIMENT_HELP),  # noqa: B008
     filter_expr: str | None = typer.Option(None, "--filter", "-f", help=FILTER_HELP),
     order_by: list[str] = typer.Option([], "--order-by", "-o", help=ORDER_HELP),  # noqa: B008
-    max_results: int = typer.Option(100, "--max-results", "-n", min=1,
+    max_results: int = typer.Option(100, "--max-results", "-n",
                                     help="Show at most this many runs."),
     view: str = view_option(),
     as_json: bool = json_option(),
@@ -120,6 +121,7 @@ def list_runs(
 ) -> None:
     """Search runs: a table of id, name, status, start time and the main metrics/params."""
     run_view = check_view(view)
+    validate_max_results(max_results)
     b = open_backend(uri)
     ids = _experiment_ids(b, experiment, run_view)
     if not ids:
@@ -198,7 +200,7 @@ def show_run(
 @runs_app.command("compare")
 @handle_errors
 def compare_runs(
-    run_ids: list[str] = typer.Argument(..., metavar="RUN_ID RUN_ID...",  # noqa: B008
+    run_ids: list[str] = typer.Argument(..., metavar="RUN_ID",  # noqa: B008
                                         help="Two or more run ids."),
     as_json: bool = json_option(),
     uri: str | None = uri_option(),

@@ -27,7 +27,9 @@ def _now() -> int:
 
 
 def _join(path: str | None, name: str) -> str:
-    return f"{path.strip('/')}/{name}" if path and path.strip("/") else name
+    # Only trailing slashes go: a leading one makes the path absolute, which normalisation refuses
+    # (stripping it would quietly store "/etc/passwd" as "etc/passwd/...").
+    return f"{path.rstrip('/')}/{name}" if path and path.strip("/") else name
 
 
 class ActiveRun:

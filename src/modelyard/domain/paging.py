@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 from modelyard.errors import InvalidArgument
 
 T = TypeVar("T")
+_MAX_OFFSET = 2**63 - 1  # what SQLite's and PostgreSQL's OFFSET accept
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,15 @@ def decode_token(token: str | None, fingerprint: str) -> int:
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         offset = data["o"]
         fp = data["q"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidArgument("page_token is malformed", field="page_token") from None
-    if not isinstance(offset, int) or offset < 0 or fp != fingerprint:
+    # bool is an int subclass; an offset beyond 64 bits would overflow the database's OFFSET
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int)
+        or not 0 <= offset <= _MAX_OFFSET
+        or fp != fingerprint
+    ):
         raise InvalidArgument(
             "page_token does not belong to this query (filter, order or experiments changed)",
             field="page_token",

@@ -352,7 +352,6 @@ class _Parser:
         return _unquote(tok)
 
     def comparison(self) -> Comparison:
-        field_tok = self.peek()
         field = self.field()
         op_tok = self.peek()
         op = self.operator()
@@ -380,7 +379,7 @@ class _Parser:
         value = self.scalar(field.is_numeric)
         if isinstance(value, float) and math.isinf(value):
             raise InvalidFilter(
-                f"filter: number at position {field_tok.pos} is out of range", field="filter"
+                f"filter: number at position {value_tok.pos} is out of range", field="filter"
             )
         if (field.kind is FieldKind.ATTRIBUTE and isinstance(value, float)
                 and not MIN_INT64 <= value <= MAX_INT64):

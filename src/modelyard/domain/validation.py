@@ -30,9 +30,10 @@ MAX_INT64 = 2**63 - 1
 MIN_INT64 = -(2**63)
 
 # Letters, digits, underscore, dash, period, space, slash: MLflow's key alphabet.
-_KEY_RE = re.compile(r"^[\w\-. /]+$", re.ASCII)
-_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_EXPERIMENT_ID_RE = re.compile(r"^[0-9]{1,18}$")
+# \Z, not $: "$" also matches before a trailing newline, which let "key\n" and "1\n" through.
+_KEY_RE = re.compile(r"^[\w\-. /]+\Z", re.ASCII)
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
+_EXPERIMENT_ID_RE = re.compile(r"^[0-9]{1,18}\Z")
 
 
 def validate_key(key: object, *, field: str) -> str:
@@ -68,8 +69,15 @@ def _validate_text(value: object, *, field: str, limit: int) -> str:
 
 def canonical_name(name: object, *, field: str, limit: int) -> str:
     """A display name (experiment, run): NFC-normalised, stripped, non-empty, within limit."""
-    text = _validate_text(name, field=field, limit=limit)
+    # The limit applies to the name as stored: NFC shortens some names (decomposed accents
+    # compose) and lengthens others (U+0958 becomes two code points), so the raw text only gets
+    # a generous bound here and the stored form is measured after normalising.
+    text = _validate_text(name, field=field, limit=4 * limit)
     text = unicodedata.normalize("NFC", text).strip()
+    if len(text) > limit:
+        raise InvalidArgument(
+            f"{field} is {len(text)} characters; the limit is {limit}", field=field
+        )
     if not text:
         raise InvalidArgument(f"{field} must not be empty", field=field)
     if any(unicodedata.category(c) == "Cc" for c in text):
@@ -120,7 +128,10 @@ def validate_metric(metric: Metric) -> Metric:
     validate_int64(metric.step, field=f"metric {metric.key!r} step")
     validate_int64(metric.timestamp, field=f"metric {metric.key!r} timestamp")
     if not isinstance(value, float):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond float range (10**400): not "inf" but an error
+            value = math.inf
         if math.isinf(value):
             raise InvalidArgument(f"metric {metric.key!r} value is too large", field="value")
         return Metric(metric.key, value, metric.step, metric.timestamp)

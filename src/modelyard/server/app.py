@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
 from modelyard.artifacts.blobs import FsspecBlobStore
-from modelyard.server.errors import install_error_handlers
+from modelyard.errors import ErrorCode
+from modelyard.server.errors import error_response, install_error_handlers
 from modelyard.server.routes import artifacts, experiments, health, runs
 from modelyard.settings import Settings
 from modelyard.stores.sql import open_sql_stores
@@ -48,6 +49,38 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+_HOST_OK = "modelyard.host_ok"
+
+
+class TrustedHosts:
+    """Starlette's Host allow-list (DNS-rebinding protection), refusing with our error body.
+
+    Starlette's middleware answers a bad Host with a plain-text 400; here its verdict is kept and
+    the refusal is rendered like every other error: ``{"error": {...}}``, field ``host``.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self._check = TrustedHostMiddleware(self._accept, allowed_hosts=allowed_hosts,
+                                            www_redirect=False)
+
+    @staticmethod
+    async def _accept(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_HOST_OK] = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def discard(message: Message) -> None:
+            return None
+
+        await self._check(scope, receive, discard)
+        if scope.pop(_HOST_OK, False):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(400, ErrorCode.INVALID_ARGUMENT,
+                                  "the Host header does not name this server", "host")
+        await response(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API over the database and blob store that ``settings`` names.
 
@@ -76,8 +109,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (health, experiments, runs, artifacts):
         app.include_router(module.router)
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(TrustedHosts, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so even a refusal carries them
     return app
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from modelyard.artifacts.paths import normalize_artifact_path
 from modelyard.domain import validation as v
 from modelyard.domain.entities import (
     ArtifactEntry,
@@ -254,8 +255,6 @@ class TrackingService:
 
     def put_artifact(self, run_id: str, path: str, chunks: Iterable[bytes]) -> ArtifactEntry:
         """Store one file's bytes as a blob, then name it in the run's manifest."""
-        from modelyard.artifacts.paths import normalize_artifact_path
-
         run_id = v.validate_run_id(run_id)
         clean = normalize_artifact_path(path)
         self._runs.get_run(run_id)  # refuse before spending I/O on an unknown run
@@ -265,14 +264,10 @@ class TrackingService:
         return entry
 
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
-        from modelyard.artifacts.paths import normalize_artifact_path
-
         prefix = normalize_artifact_path(path, allow_empty=True)
         return self._index.list_artifacts(v.validate_run_id(run_id), prefix=prefix)
 
     def get_artifact(self, run_id: str, path: str) -> ArtifactEntry:
-        from modelyard.artifacts.paths import normalize_artifact_path
-
         return self._index.get_artifact(v.validate_run_id(run_id), normalize_artifact_path(path))
 
     def open_artifact(self, run_id: str, path: str) -> tuple[ArtifactEntry, Iterator[bytes]]:

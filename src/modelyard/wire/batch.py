@@ -19,6 +19,7 @@ _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float
 _METRIC_FIELDS = frozenset({"key", "value", "step", "timestamp"})
 _KV_FIELDS = frozenset({"key", "value"})
 _TOP_FIELDS = frozenset({"batch_id", "metrics", "params", "tags"})
+NOT_JSON = "request body is not valid JSON"
 
 
 def _bad(field: str, problem: str) -> InvalidArgument:
@@ -102,7 +103,7 @@ def parse_log_batch(raw: bytes) -> tuple[LogBatch, str | None]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise InvalidArgument("request body is not valid JSON", field="body") from None
+        raise InvalidArgument(NOT_JSON, field="body") from None
     if type(body) is not dict:
         raise _bad("body", "must be a JSON object")
     if body.keys() - _TOP_FIELDS:

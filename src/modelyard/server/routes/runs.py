@@ -4,10 +4,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from modelyard.errors import InvalidArgument
 from modelyard.server.deps import json, parse_body, read_body, request_schema, service
+from modelyard.server.errors import error_response
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
-from modelyard.wire.batch import parse_log_batch
+from modelyard.wire.batch import NOT_JSON, parse_log_batch
 
 router = APIRouter(tags=["runs"])
 
@@ -72,7 +74,13 @@ def restore_run(request: Request, run_id: str) -> Response:
 
 @router.post(r.LOG_BATCH.path, openapi_extra=request_schema(w.LogBatchIn))
 async def log_batch(request: Request, run_id: str) -> Response:
-    batch, batch_id = parse_log_batch(await read_body(request))
+    try:
+        batch, batch_id = parse_log_batch(await read_body(request))
+    except InvalidArgument as exc:
+        if exc.message == NOT_JSON:
+            raise
+        # As on every pydantic-validated route: a body that does not fit the schema is a 422.
+        return error_response(422, exc.code, exc.message, exc.field)
     stored = await run_in_threadpool(
         service(request).log_batch, run_id, batch, batch_id=batch_id
     )

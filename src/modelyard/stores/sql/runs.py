@@ -191,6 +191,9 @@ class SqlRunStore(SqlBase):
     def set_run_lifecycle(self, run_id: str, *, stage: LifecycleStage, now: int) -> None:
         with self._write() as conn:
             info = self._info(conn, run_id)
+            if info.lifecycle_stage is stage:
+                # Deleting twice must not restart the gc retention clock.
+                raise InvalidState(f"run {run_id} is already {stage.value}", field="run_id")
             if stage is LifecycleStage.ACTIVE:
                 exp = conn.execute(
                     select(s.experiments.c.lifecycle_stage).where(
@@ -216,12 +219,15 @@ class SqlRunStore(SqlBase):
         with self._write() as conn:
             self._active_info(conn, run_id)
             if batch_id is not None:
+                # RETURNING, not rowcount: SQLAlchemy does not report rowcount for INSERT (it is
+                # -1 on psycopg), which let every retry on PostgreSQL be stored again.
                 claimed = conn.execute(
                     self._insert(s.ingested_batches)
                     .values(batch_id=batch_id, run_id=run_id, created_time=_now_ms())
                     .on_conflict_do_nothing(index_elements=["batch_id"])
-                )
-                if claimed.rowcount == 0:
+                    .returning(s.ingested_batches.c.batch_id)
+                ).first()
+                if claimed is None:
                     return False
             if batch.params:
                 self._write_params(conn, run_id, batch)

@@ -1,0 +1,107 @@
+"""``modelyard gc`` on a real data folder: what it reports, what it frees, what it keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.cli_support import Data
+from modelyard.cli.gc import DRY_RUN_NOTE, parse_duration
+from modelyard.errors import InvalidArgument
+
+
+def _disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _put(data: Data, run_id: str, files: dict[str, bytes], tmp: Path) -> None:
+    src = tmp / f"src-{run_id}"
+    src.mkdir()
+    for name, content in files.items():
+        (src / name).write_bytes(content)
+    data.ok("artifacts", "put", run_id, str(src))
+
+
+@pytest.mark.parametrize(("text", "ms"), [
+    ("0s", 0), ("500ms", 500), ("90m", 90 * 60_000), ("12h", 12 * 3_600_000),
+    ("30d", 30 * 86_400_000), ("2w", 14 * 86_400_000), ("1d12h", 36 * 3_600_000),
+    (" 7D ", 7 * 86_400_000),
+])
+def test_parse_duration(text: str, ms: int) -> None:
+    assert parse_duration(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "30", "-1d", "1.5h", "d", "3 days", "12h!", "1y"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="not a duration"):
+        parse_duration(text)
+
+
+def test_gc_frees_exactly_the_deleted_runs_unique_blobs(data: Data, tmp_path: Path) -> None:
+    shared = os.urandom(500)
+    u1, u2, u3, u4 = (os.urandom(n) for n in (1000, 2000, 3000, 4000))
+    _put(data, data.runs["r1"], {"u1.bin": u1, "shared.bin": shared}, tmp_path)
+    _put(data, data.runs["r2"], {"u2.bin": u2, "shared.bin": shared}, tmp_path)
+    _put(data, data.runs["r3"], {"u3.bin": u3}, tmp_path)
+    _put(data, data.runs["o1"], {"u4.bin": u4}, tmp_path)
+    other_id = json.loads(data.ok("runs", "list", "-e", "other", "--json").stdout)[0][
+        "experiment_id"]
+    data.ok("runs", "delete", data.runs["r1"])
+    data.ok("experiments", "delete", "other")  # deletes o1 with it
+    time.sleep(0.01)  # deleted strictly before "now - 0s"
+
+    blobs = Path(data.uri) / "artifacts"
+    gc = ("gc", "--data-dir", data.uri)
+    before = _disk_bytes(blobs)
+
+    # A dry run (the default) reports and changes nothing.
+    out = data.ok(*gc, "--older-than", "0s", uri=False).stdout
+    assert "would purge 2 runs and 1 experiment" in out
+    assert data.runs["r1"] in out and data.runs["o1"] in out and f"experiment {other_id}" in out
+    assert "would free 2 blobs (4.9 KiB)" in out
+    assert DRY_RUN_NOTE in out
+    report = json.loads(data.ok(*gc, "--older-than", "0s", "--json", uri=False).stdout)
+    assert sorted(report.pop("runs")) == sorted([data.runs["r1"], data.runs["o1"]])
+    assert report == {"experiments": [other_id], "blobs": 2, "bytes_freed": 5000,
+                      "dry_run": True}
+    assert _disk_bytes(blobs) == before
+    assert len(json.loads(data.ok("runs", "list", "--view", "all", "--json").stdout)) == 4
+
+    # Deleted too recently for the default 30 days: nothing goes.
+    kept = json.loads(data.ok(*gc, "--no-dry-run", "--json", uri=False).stdout)
+    assert kept == {"runs": [], "experiments": [], "blobs": 0, "bytes_freed": 0,
+                    "dry_run": False}
+    assert _disk_bytes(blobs) == before
+
+    out = data.ok(*gc, "--older-than", "0s", "--no-dry-run", uri=False).stdout
+    assert "purged 2 runs and 1 experiment" in out and "freed 2 blobs (4.9 KiB)" in out
+    assert DRY_RUN_NOTE not in out
+    assert _disk_bytes(blobs) == before - len(u1) - len(u4)
+
+    remaining = json.loads(data.ok("runs", "list", "--view", "all", "--json").stdout)
+    assert {r["run_name"] for r in remaining} == {"r2", "r3"}
+    names = {e["name"] for e in json.loads(data.ok("experiments", "list", "--view", "all",
+                                                   "--json").stdout)}
+    assert "other" not in names
+    for run, expected in (("r2", {"u2.bin": u2, "shared.bin": shared}), ("r3", {"u3.bin": u3})):
+        dest = tmp_path / f"down-{run}"
+        data.ok("artifacts", "get", data.runs[run], ".", "--dest", str(dest))
+        assert {p.name: p.read_bytes() for p in dest.iterdir()} == expected
+
+    again = json.loads(data.ok(*gc, "--older-than", "0s", "--no-dry-run", "--json",
+                               uri=False).stdout)
+    assert again["runs"] == [] and again["blobs"] == 0
+
+
+def test_gc_errors(data: Data, tmp_path: Path) -> None:
+    message = data.error("gc", "--older-than", "30", "--data-dir", data.uri, uri=False)
+    assert "'30'" in message and "not a duration" in message
+    assert "not a duration" in data.error("gc", "--older-than", "soon", "--data-dir", data.uri,
+                                          uri=False)
+    missing = tmp_path / "nowhere"
+    assert "no modelyard database" in data.error("gc", "--data-dir", str(missing), uri=False)
+    assert not missing.exists()

@@ -1,0 +1,118 @@
+"""The installed ``modelyard`` console script against a real ``modelyard server`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import modelyard
+from conftest import free_port
+
+SCRIPT = Path(sys.executable).with_name("modelyard")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    return {**env, "COLUMNS": "240", "MODELYARD_CAPTURE_SOURCE": "false", **extra}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+                          env=env or _env())
+
+
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(SCRIPT), "server", "--port", str(port), "--data-dir", str(tmp_path / "srv")],
+        stdout=log, stderr=subprocess.STDOUT, env=_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(tmp_path / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not answer /health within 30 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def test_console_script_against_a_real_server(server_url: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SCRIPT.is_file()
+    created = cli("experiments", "create", "remote", "--uri", server_url)
+    assert created.returncode == 0, created.stderr
+    exp_id = created.stdout.strip()
+    assert exp_id.isdigit()
+
+    monkeypatch.setenv("MODELYARD_CAPTURE_SOURCE", "false")
+    modelyard.set_uri(server_url)
+    with modelyard.start_run(experiment="remote", name="over-http", params={"lr": 0.5},
+                             capture_source=False) as run:
+        run.log_metric("acc", 0.75)
+
+    # MODELYARD_URI is the default for --uri.
+    listed = cli("runs", "list", "--json", env=_env(MODELYARD_URI=server_url))
+    assert listed.returncode == 0, listed.stderr
+    runs = json.loads(listed.stdout)
+    assert [(r["run_id"], r["run_name"], r["experiment_id"]) for r in runs] == [
+        (run.id, "over-http", exp_id)]
+    assert runs[0]["params"] == {"lr": "0.5"} and runs[0]["metrics"] == {"acc": 0.75}
+
+    table = cli("runs", "list", "-e", "remote", "--uri", server_url)
+    assert run.id in table.stdout and "metrics.acc" in table.stdout and "0.75" in table.stdout
+
+    src = tmp_path / "up"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.bin").write_bytes(os.urandom(70_000))
+    (src / "readme.txt").write_text("hello")
+    put = cli("artifacts", "put", run.id, str(src), "--path", "pkg", "--uri", server_url)
+    assert put.returncode == 0, put.stderr
+    assert "uploaded 2 files" in put.stdout
+    got = cli("artifacts", "get", run.id, "pkg", "--dest", str(tmp_path / "down"),
+              "--uri", server_url)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "down/pkg/sub/data.bin").read_bytes() == (src / "sub/data.bin").read_bytes()
+    assert (tmp_path / "down/pkg/readme.txt").read_text() == "hello"
+
+    unknown = "0" * 32
+    missing = cli("runs", "show", unknown, "--uri", server_url)
+    assert missing.returncode != 0 and missing.stdout == ""
+    assert len(missing.stderr.strip().splitlines()) == 1
+    assert unknown in missing.stderr and "RUN_NOT_FOUND" in missing.stderr
+
+    bad = cli("runs", "list", "--filter", "params.lr = ", "--uri", server_url)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    assert "position" in bad.stderr
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli("runs", "list", "--uri", url)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "UNAVAILABLE" in result.stderr and "127.0.0.1" in result.stderr
