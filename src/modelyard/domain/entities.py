@@ -66,9 +66,11 @@ class Metric:
     step: int
     timestamp: int
 
-    def sort_key(self) -> tuple[int, int, float]:
-        """Order that decides the run's latest value (NaN ranks below every number)."""
-        return (self.step, self.timestamp, -math.inf if math.isnan(self.value) else self.value)
+    def sort_key(self) -> tuple[int, int, bool, float]:
+        """Order that decides the run's latest value (NaN ranks below every number, -inf
+        included, as in the SQL upsert)."""
+        nan = math.isnan(self.value)
+        return (self.step, self.timestamp, not nan, -math.inf if nan else self.value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from modelyard.domain.validation import MAX_FILTER_LENGTH, MAX_INT64, MIN_INT64
+from modelyard.domain.validation import (
+    MAX_FILTER_COMPARISONS,
+    MAX_FILTER_LENGTH,
+    MAX_INT64,
+    MIN_INT64,
+)
 from modelyard.errors import InvalidFilter
 
 
@@ -127,6 +132,7 @@ class OrderKey:
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
+  | (?P<seg>(?<=\.)\d[\w\-]*(?=\.|\s|$|[=!<>]))
   | (?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.]))
   | (?P<str>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")
   | (?P<bq>`[^`]*`)
@@ -183,6 +189,7 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.comparisons = 0
         self.depth = 0  # open "not"s and parentheses (bounds the parser's recursion)
         self.levels: dict[int, int] = {}  # id(node) -> nesting levels of and/or/not below it
 
@@ -291,11 +298,17 @@ class _Parser:
             # a key may contain dots and slashes: metrics.val.loss
             self.advance()
             key = key_tok.text
-            while self.peek().kind == "punct" and self.peek().text == "." and (
-                self.toks[self.i + 1].kind in ("word", "num")
-            ):
-                self.advance()
-                key += "." + self.advance().text
+            while True:
+                nxt = self.peek()
+                if nxt.kind == "punct" and nxt.text == "." and (
+                    self.toks[self.i + 1].kind in ("word", "seg")
+                ):
+                    self.advance()
+                    key += "." + self.advance().text
+                elif nxt.kind == "num" and re.fullmatch(r"\.\d+", nxt.text):
+                    key += self.advance().text  # a numeric last segment: metrics.layer.0
+                else:
+                    break
         else:
             raise self.fail(f"a key after {tok.text}.")
         if not key:
@@ -352,6 +365,13 @@ class _Parser:
         return _unquote(tok)
 
     def comparison(self) -> Comparison:
+        self.comparisons += 1
+        if self.comparisons > MAX_FILTER_COMPARISONS:
+            raise InvalidFilter(
+                f"filter: more than {MAX_FILTER_COMPARISONS} comparisons (at position "
+                f"{self.peek().pos}); narrow the search or use IN (...)",
+                field="filter",
+            )
         field = self.field()
         op_tok = self.peek()
         op = self.operator()

@@ -24,6 +24,7 @@ MAX_BATCH_PARAMS = 1000
 MAX_BATCH_TAGS = 1000
 MAX_RESULTS = 50000
 MAX_FILTER_LENGTH = 10000
+MAX_FILTER_COMPARISONS = 200
 SYSTEM_TAG_PREFIX = "modelyard."
 # int64 bounds: what both SQLite INTEGER and PostgreSQL BIGINT hold.
 MAX_INT64 = 2**63 - 1
@@ -133,7 +134,9 @@ def validate_metric(metric: Metric) -> Metric:
         except OverflowError:  # an int beyond float range (10**400): not "inf" but an error
             value = math.inf
         if math.isinf(value):
-            raise InvalidArgument(f"metric {metric.key!r} value is too large", field="value")
+            raise InvalidArgument(
+                f"metric {metric.key!r} value is too large", field="metrics.value"
+            )
         return Metric(metric.key, value, metric.step, metric.timestamp)
     return metric
 

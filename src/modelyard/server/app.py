@@ -23,6 +23,14 @@ from modelyard.tracking.service import TrackingService
 SETTINGS_ENV = "MODELYARD_SERVER_SETTINGS"
 
 
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
 class SecurityHeaders:
     """Headers that keep browsers from sniffing, framing or running what the API returns."""
 
@@ -37,12 +45,10 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-                    (b"referrer-policy", b"no-referrer"),
-                ]
+                present = {name.lower() for name, _ in headers}
+                # Added once: a route that sets one itself (downloads) must not get it twice.
+                headers += [(name, value) for name, value in _SECURITY_HEADERS
+                            if name not in present]
                 message["headers"] = headers
             await send(message)
 

@@ -74,8 +74,9 @@ def restore_run(request: Request, run_id: str) -> Response:
 
 @router.post(r.LOG_BATCH.path, openapi_extra=request_schema(w.LogBatchIn))
 async def log_batch(request: Request, run_id: str) -> Response:
+    raw = await read_body(request)  # too large: a 400, raised before the schema is checked
     try:
-        batch, batch_id = parse_log_batch(await read_body(request))
+        batch, batch_id = parse_log_batch(raw)
     except InvalidArgument as exc:
         if exc.message == NOT_JSON:
             raise

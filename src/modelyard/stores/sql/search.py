@@ -12,7 +12,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, exists, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    and_,
+    cast,
+    exists,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.sql.expression import literal
 
 from modelyard.domain.entities import RunInfo, ViewType
@@ -56,14 +67,20 @@ def _apply_op(column: Any, op: str, value: Any) -> ColumnElement[bool]:
     if op == "<=":
         return column <= value  # type: ignore[no-any-return]
     if op == "LIKE":
-        return column.like(value)  # type: ignore[no-any-return]
+        return column.like(_literal_backslashes(value), escape="\\")  # type: ignore[no-any-return]
     if op == "ILIKE":
-        return column.ilike(value)  # type: ignore[no-any-return]
+        return column.ilike(_literal_backslashes(value), escape="\\")  # type: ignore[no-any-return]
     if op == "IN":
         return column.in_(list(value))  # type: ignore[no-any-return]
     if op == "NOT IN":
         return column.not_in(list(value))  # type: ignore[no-any-return]
     raise InvalidFilter(f"filter: unsupported comparator {op}", field="filter")
+
+
+def _literal_backslashes(pattern: str) -> str:
+    # Only % and _ are wildcards. PostgreSQL treats a backslash in a LIKE pattern as an escape
+    # and SQLite does not: escaping it explicitly makes it an ordinary character on both.
+    return pattern.replace("\\", "\\\\")
 
 
 def _attribute_value(field: Field, value: Any) -> Any:
@@ -80,7 +97,9 @@ def _attribute_value(field: Field, value: Any) -> Any:
 
         return tuple(as_int(v) for v in value) if isinstance(value, tuple) else as_int(value)
     if field.key in ("start_time", "end_time"):
-        return int(value)
+        # milliseconds are integers; a number with a fraction is compared as it is (truncating
+        # it made "start_time < 1000.5" miss 1000 and "start_time = 1000.5" match it)
+        return int(value) if float(value).is_integer() else float(value)
     return value
 
 
@@ -92,7 +111,13 @@ def compile_comparison(cmp: Comparison) -> ColumnElement[bool]:
             return column.is_(None)  # type: ignore[no-any-return]
         if cmp.op == "IS NOT NULL":
             return column.is_not(None)  # type: ignore[no-any-return]
-        return _apply_op(column, cmp.op, _attribute_value(field, cmp.value))
+        if field.key == "experiment_id" and cmp.op in ("LIKE", "ILIKE"):
+            compared = _apply_op(cast(column, String), cmp.op, cmp.value)
+        else:
+            compared = _apply_op(column, cmp.op, _attribute_value(field, cmp.value))
+        # A comparison with a missing value (end_time of a running run) is false, as it is for
+        # a missing metric, param or tag, so that "not" of it is true (SQL's NULL is neither).
+        return and_(column.is_not(None), compared) if column.nullable else compared
     table = _KV_TABLES[field.kind]
     present = and_(table.c.run_id == s.runs.c.run_id, table.c.key == field.key)
     if cmp.op == "IS NULL":

@@ -1,0 +1,209 @@
+"""Alembic migrations against real, empty SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from modelyard.errors import ErrorCode, SchemaOutdated
+from modelyard.stores.sql import open_sql_stores
+from modelyard.stores.sql import schema as s
+from modelyard.stores.sql.engine import SQLITE_BUSY_TIMEOUT_MS, make_engine
+from modelyard.stores.sql.migrate import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    _alembic_config,
+    current_revision,
+    ensure_schema,
+    upgrade,
+)
+
+TABLES = set(s.Base.metadata.tables)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server: str = request.getfixturevalue("pg_database")
+    name = f"modelyard_mig_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{server.rpartition('/')[0]}/{name}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture
+def engine(empty_url: str) -> Iterator[Engine]:
+    eng = make_engine(empty_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def _tables(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(inspect(conn).get_table_names())
+
+
+def _stamp(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+
+def test_head_revision_is_alembics_head() -> None:
+    script = ScriptDirectory(MIGRATIONS_DIR.as_posix())
+    assert script.get_heads() == [HEAD_REVISION]  # one head, and it is the one start-up checks
+    assert script.get_current_head() == HEAD_REVISION
+    # an unbroken chain from the head down to the base
+    chain = list(script.walk_revisions("base", "heads"))
+    assert chain[0].revision == HEAD_REVISION
+    assert chain[-1].down_revision is None
+
+
+def test_upgrade_creates_every_table_and_the_default_experiment(engine: Engine) -> None:
+    assert current_revision(engine) is None
+    assert _tables(engine) == set()
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    assert _tables(engine) == TABLES | {"alembic_version"}
+    with engine.connect() as conn:
+        rows = conn.execute(select(s.experiments)).all()
+    assert len(rows) == 1
+    default = rows[0]
+    assert (default.experiment_id, default.name, default.lifecycle_stage) == (
+        0, "Default", "active")
+    assert default.deleted_time is None and default.creation_time > 0
+    ensure_schema(engine, create_if_empty=False)  # current: nothing to do, nothing raised
+    upgrade(engine)  # upgrading a current database is a no-op
+    assert current_revision(engine) == HEAD_REVISION
+
+
+def test_the_first_experiment_after_default_gets_id_1(empty_url: str) -> None:
+    stores = open_sql_stores(empty_url)  # creates the empty database's schema
+    try:
+        assert stores.experiments.create_experiment("first", description="", tags={},
+                                                    now=1) == "1"
+        assert stores.experiments.get_experiment("0").name == "Default"
+    finally:
+        stores.close()
+
+
+def test_migrated_schema_matches_the_orm_metadata(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = compare_metadata(context, s.Base.metadata)
+    assert diffs == []
+
+
+def test_downgrade_to_base_and_back(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "base")  # type: ignore[arg-type]
+    assert _tables(engine) <= {"alembic_version"}
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert _tables(engine) == TABLES | {"alembic_version"}
+
+
+def test_ensure_schema_creates_an_empty_database_only_when_allowed(engine: Engine) -> None:
+    with pytest.raises(SchemaOutdated) as exc:
+        ensure_schema(engine, create_if_empty=False)
+    assert "modelyard db upgrade" in exc.value.message
+    assert "revision none" in exc.value.message
+    assert _tables(engine) == set()
+    ensure_schema(engine)
+    assert current_revision(engine) == HEAD_REVISION
+
+
+@pytest.mark.parametrize("stamp", ["0000", "9999", "not-a-revision"])
+def test_ensure_schema_refuses_an_older_or_unknown_stamp(empty_url: str, stamp: str) -> None:
+    # a password in the URL (ignored by the trust-auth test server) must never be echoed
+    url = empty_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2@")
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        _stamp(engine, stamp)
+        with pytest.raises(SchemaOutdated) as exc:
+            ensure_schema(engine)
+        err = exc.value
+        assert err.code is ErrorCode.SCHEMA_OUTDATED
+        assert "modelyard db upgrade" in err.message
+        assert stamp in err.message and HEAD_REVISION in err.message
+        assert "hunter2" not in err.message
+        with pytest.raises(SchemaOutdated):
+            open_sql_stores(url)
+        with pytest.raises(SchemaOutdated):
+            open_sql_stores(url, create_if_empty=False)
+        assert current_revision(engine) == stamp  # nothing was changed
+    finally:
+        engine.dispose()
+
+
+def test_ensure_schema_refuses_a_foreign_database(engine: Engine) -> None:
+    """Tables but no stamp: not ours, or made by hand. Never migrated over blindly."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE something_else (x INTEGER)"))
+    with pytest.raises(SchemaOutdated) as exc:
+        ensure_schema(engine)
+    assert "modelyard db upgrade" in exc.value.message
+    assert _tables(engine) == {"something_else"}
+
+
+def test_sqlite_pragmas_are_in_effect(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        ensure_schema(engine)
+        for _ in range(2):  # every pooled connection, not just the first
+            with engine.connect() as conn:
+                pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+                assert str(pragma("journal_mode")).lower() == "wal"
+                assert pragma("foreign_keys") == 1
+                assert pragma("busy_timeout") == SQLITE_BUSY_TIMEOUT_MS
+                assert pragma("synchronous") == 1  # NORMAL
+                # case_sensitive_like cannot be read back; its effect can
+                assert conn.exec_driver_sql("SELECT 'a' LIKE 'A'").scalar() == 0
+        # foreign keys are enforced, and cascade
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(s.tags.insert().values(run_id="f" * 32, key="k", value="v"))
+        with engine.begin() as conn:
+            conn.execute(s.runs.insert().values(
+                run_id="a" * 32, experiment_id=0, run_name="r", user_id="u", status="RUNNING",
+                start_time=0, lifecycle_stage="active"))
+            conn.execute(s.tags.insert().values(run_id="a" * 32, key="k", value="v"))
+        with engine.begin() as conn:
+            conn.execute(s.runs.delete().where(s.runs.c.run_id == "a" * 32))
+        with engine.connect() as conn:
+            assert conn.execute(select(s.tags)).all() == []
+    finally:
+        engine.dispose()
+    assert (tmp_path / "p.db-wal").exists() or (tmp_path / "p.db").exists()
+
+
+def test_bare_paths_are_sqlite_files(tmp_path: Path) -> None:
+    target = tmp_path / "nested" / "dir" / "m.db"
+    stores = open_sql_stores(str(target))
+    try:
+        assert stores.engine.dialect.name == "sqlite"
+        assert stores.experiments.get_experiment("0").name == "Default"
+    finally:
+        stores.close()
+    assert target.exists()
