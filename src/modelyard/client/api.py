@@ -21,7 +21,7 @@ from modelyard.backend.protocol import Backend
 from modelyard.client.run import ActiveRun
 from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run
 from modelyard.domain.paging import Page
-from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument
+from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument, InvalidState
 from modelyard.settings import DEFAULT_DATA_DIR
 
 _lock = threading.RLock()
@@ -85,6 +85,25 @@ def _resolve_experiment(b: Backend, experiment: str | None) -> Experiment:
             return b.get_experiment_by_name(experiment)
 
 
+# (backend, name) -> experiment id: a training loop starting many runs asks the backend once.
+# An id gone stale (experiment deleted or renamed meanwhile) is dropped when create_run refuses.
+_experiment_ids_cache: dict[tuple[int, str], str] = {}
+
+
+def _create_run(b: Backend, experiment: str | None, **kwargs: Any) -> Run:
+    key = (id(b), experiment or "")
+    cached = _experiment_ids_cache.get(key)
+    if cached is not None:
+        try:
+            return b.create_run(cached, **kwargs)
+        except (ExperimentNotFound, InvalidState):
+            _experiment_ids_cache.pop(key, None)
+    exp_id = _resolve_experiment(b, experiment).experiment_id
+    run = b.create_run(exp_id, **kwargs)
+    _experiment_ids_cache[key] = exp_id
+    return run
+
+
 def set_experiment(name: str) -> Experiment:
     """The experiment with this name, created if it does not exist."""
     return _resolve_experiment(backend(), name)
@@ -129,10 +148,6 @@ def start_run(
             raise InvalidArgument("nested=True needs an active run to nest under",
                                   field="nested")
         parent_run_id = stack[-1].id
-    if experiment is None and parent_run_id is not None and stack:
-        exp = b.get_experiment(stack[-1].experiment_id)
-    else:
-        exp = _resolve_experiment(b, experiment)
     if capture_source is None:
         capture_source = os.environ.get("MODELYARD_CAPTURE_SOURCE", "true").lower() not in (
             "0", "false", "no", "off")
@@ -143,8 +158,12 @@ def start_run(
 
         capture = capture_fn(argv0=sys.argv[0] if sys.argv else None, cwd=Path.cwd())
         run_tags = {**capture.tags(), **run_tags}
-    run = b.create_run(exp.experiment_id, run_name=name, user_id=_user(), tags=run_tags,
-                       parent_run_id=parent_run_id)
+    run_kwargs: dict[str, Any] = {"run_name": name, "user_id": _user(), "tags": run_tags,
+                                  "parent_run_id": parent_run_id}
+    if experiment is None and parent_run_id is not None and stack:
+        run = b.create_run(stack[-1].experiment_id, **run_kwargs)  # nested: parent's experiment
+    else:
+        run = _create_run(b, experiment, **run_kwargs)
     active = ActiveRun(b, run, on_end=_forget)
     with _lock:
         _open_runs[run.id] = active

@@ -7,6 +7,7 @@ unreadable package metadata never raise; the affected fields fall back to ``None
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import importlib.metadata
 import os
@@ -223,7 +224,10 @@ def _entry_point(argv0: str | None, cwd: Path, root: Path | None) -> str | None:
         return argv0
 
 
+@functools.lru_cache(maxsize=1)
 def _installed_packages() -> tuple[str, ...]:
+    # Scanned once per process: a training process rarely installs packages while it runs, and
+    # the scan is the most expensive part of a capture.
     seen: dict[str, str] = {}
     try:
         dists = list(importlib.metadata.distributions())

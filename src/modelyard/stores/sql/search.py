@@ -19,7 +19,6 @@ from sqlalchemy import (
     String,
     and_,
     cast,
-    exists,
     not_,
     or_,
     select,
@@ -118,13 +117,18 @@ def compile_comparison(cmp: Comparison) -> ColumnElement[bool]:
         # A comparison with a missing value (end_time of a running run) is false, as it is for
         # a missing metric, param or tag, so that "not" of it is true (SQL's NULL is neither).
         return and_(column.is_not(None), compared) if column.nullable else compared
+    # "run_id IN (SELECT run_id FROM <kv> WHERE key = ? AND value <op> ?)": a range scan of the
+    # covering (key, value, run_id) index, about twice as fast on SQLite as a correlated EXISTS
+    # probed once per run, and the same semi-join on PostgreSQL. run_id is never NULL, so
+    # NOT IN is exactly "not present".
     table = _KV_TABLES[field.kind]
-    present = and_(table.c.run_id == s.runs.c.run_id, table.c.key == field.key)
+    with_key = select(table.c.run_id).where(table.c.key == field.key)
     if cmp.op == "IS NULL":
-        return not_(exists().where(present))
+        return s.runs.c.run_id.not_in(with_key)
     if cmp.op == "IS NOT NULL":
-        return exists().where(present)
-    return exists().where(present, _apply_op(table.c.value, cmp.op, cmp.value))
+        return s.runs.c.run_id.in_(with_key)
+    matching = with_key.where(_apply_op(table.c.value, cmp.op, cmp.value))
+    return s.runs.c.run_id.in_(matching)
 
 
 def compile_filter(expr: Expr) -> ColumnElement[bool]:
