@@ -161,7 +161,12 @@ class SqlRunStore(SqlBase):
                     s.tags.insert(),
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
                 )
-            return load_runs(conn, [self._info(conn, run_id)])[0]
+        # Built from what was just written: a new run has no params or metrics yet.
+        info = RunInfo(run_id=run_id, experiment_id=str(int(experiment_id)), run_name=run_name,
+                       user_id=user_id, status=RunStatus.RUNNING, start_time=start_time,
+                       end_time=None, lifecycle_stage=LifecycleStage.ACTIVE,
+                       parent_run_id=parent_run_id)
+        return Run(info, {}, {}, dict(tags))
 
     def get_run(self, run_id: str) -> Run:
         with self._read() as conn:
