@@ -15,7 +15,6 @@ import httpx
 import psutil
 import pytest
 
-
 SIZE = 512 * 1024 * 1024  # far larger than every buffer we use, small enough for CI's disk
 BUDGET = 96 * 1024 * 1024  # RSS growth allowed per process
 

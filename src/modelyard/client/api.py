@@ -12,6 +12,7 @@ import getpass
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,20 +88,23 @@ def _resolve_experiment(b: Backend, experiment: str | None) -> Experiment:
 
 # (backend, name) -> experiment id: a training loop starting many runs asks the backend once.
 # An id gone stale (experiment deleted or renamed meanwhile) is dropped when create_run refuses.
-_experiment_ids_cache: dict[tuple[int, str], str] = {}
+_experiment_ids_cache: weakref.WeakKeyDictionary[Backend, dict[str, str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _create_run(b: Backend, experiment: str | None, **kwargs: Any) -> Run:
-    key = (id(b), experiment or "")
-    cached = _experiment_ids_cache.get(key)
+    ids = _experiment_ids_cache.setdefault(b, {})
+    name = experiment or ""
+    cached = ids.get(name)
     if cached is not None:
         try:
             return b.create_run(cached, **kwargs)
         except (ExperimentNotFound, InvalidState):
-            _experiment_ids_cache.pop(key, None)
+            ids.pop(name, None)
     exp_id = _resolve_experiment(b, experiment).experiment_id
     run = b.create_run(exp_id, **kwargs)
-    _experiment_ids_cache[key] = exp_id
+    ids[name] = exp_id
     return run
 
 

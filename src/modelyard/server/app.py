@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         stores.close()
 
     app = FastAPI(title="modelyard", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # Swagger UI loads from a CDN: not offline
     app.state.settings = settings
     app.state.stores = stores
     app.state.service = service

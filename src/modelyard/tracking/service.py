@@ -6,6 +6,7 @@ embedded and server mode), generates ids, names and times, and calls the injecte
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -31,6 +32,9 @@ from modelyard.errors import ExperimentNotFound, InvalidArgument
 if TYPE_CHECKING:
     from modelyard.artifacts.blobs import BlobStore
     from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, RunStore
+
+
+_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}\Z")
 
 
 def now_ms() -> int:
@@ -209,7 +213,7 @@ class TrackingService:
         run_id = v.validate_run_id(run_id)
         if batch_id is not None and (
             not isinstance(batch_id, str) or not 8 <= len(batch_id) <= 64
-            or not batch_id.replace("-", "").isalnum()
+            or not _BATCH_ID_RE.match(batch_id)
         ):
             raise InvalidArgument("batch_id must be 8-64 letters, digits or '-'",
                                   field="batch_id")

@@ -1,0 +1,259 @@
+"""The background sender against real backends: embedded, and a real server over HTTP.
+
+Timing assertions are loose on purpose (shared CI machines); what is strict is the data: every
+point stored exactly once, in order, and every refusal reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ServerThread, free_port
+from modelyard.backend.local import LocalBackend
+from modelyard.backend.remote import RemoteBackend
+from modelyard.client.run import ActiveRun
+from modelyard.client.sender import BatchSender
+from modelyard.domain.entities import LogBatch, Metric, Param, Run, Tag
+from modelyard.errors import ModelyardError, ParamOverwrite, Unavailable
+from modelyard.settings import Settings
+
+
+def points(start: int, stop: int, key: str = "m") -> list[Metric]:
+    return [Metric(key, float(i), i, 1_000 + i) for i in range(start, stop)]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def steps(backend: Any, run_id: str, key: str = "m") -> list[int]:
+    return [m.step for m in backend.get_metric_history(run_id, key)]
+
+
+@pytest.fixture
+def run(backend: Any) -> Run:
+    r: Run = backend.create_run("0", run_name="sender")
+    return r
+
+
+@pytest.fixture
+def senders() -> Iterator[list[BatchSender]]:
+    """Senders made by a test; closed at teardown so no thread outlives it."""
+    made: list[BatchSender] = []
+    yield made
+    for s in made:
+        with contextlib.suppress(ModelyardError):
+            s.close(timeout=5)
+
+
+def make(senders: list[BatchSender], *args: Any, **kwargs: Any) -> BatchSender:
+    s = BatchSender(*args, **kwargs)
+    senders.append(s)
+    return s
+
+
+def test_log_metric_returns_in_microseconds(backend: Any, run: Run) -> None:
+    active = ActiveRun(backend, run)
+    try:
+        started = time.perf_counter()
+        for i in range(10_000):
+            active.log_metric("loss", i * 0.001, step=i)
+        elapsed = time.perf_counter() - started
+        assert elapsed < 1.0, f"10,000 log_metric calls took {elapsed:.3f} s"
+        active.flush()
+        assert steps(backend, run.id, "loss") == list(range(10_000))
+    finally:
+        active.end()
+
+
+def test_batches_leave_by_size_and_by_interval(backend: Any, run: Run,
+                                               senders: list[BatchSender]) -> None:
+    by_size = make(senders, backend, run.id, batch_size=50, interval=60.0)
+    for m in points(0, 50):
+        by_size.enqueue([m])
+    # Full: it leaves at once, without flush(), long before the 60 s interval.
+    assert wait_until(lambda: len(steps(backend, run.id)) == 50, 1.5)
+    by_size.enqueue(points(50, 60))
+    time.sleep(0.3)
+    assert len(steps(backend, run.id)) == 50  # 10 points: neither full nor due
+    assert by_size.pending == 10
+    by_size.close()
+    assert steps(backend, run.id) == list(range(60))  # close() flushed the rest
+
+    other = backend.create_run("0")
+    by_time = make(senders, backend, other.id, batch_size=10_000, interval=0.5)
+    by_time.enqueue(points(0, 7))
+    assert steps(backend, other.id) == []  # not due yet
+    # Due 0.5 s after its first point: stored without any flush() within ~1.5 s.
+    assert wait_until(lambda: steps(backend, other.id) == list(range(7)), 1.5)
+    assert by_time.pending == 0
+
+
+def test_flush_blocks_until_everything_is_stored(backend: Any, run: Run,
+                                                 senders: list[BatchSender]) -> None:
+    sender = make(senders, backend, run.id, batch_size=1000, interval=60.0)
+    sender.flush()  # nothing pending: returns at once
+    sender.enqueue(points(0, 2500))
+    sender.enqueue([Param("p", "v"), Tag("t", "x")])
+    sender.enqueue(points(2500, 3000))
+    sender.flush()
+    assert sender.pending == 0
+    assert steps(backend, run.id) == list(range(3000))  # stored when flush() returned
+    got = backend.get_run(run.id)
+    assert got.params == {"p": "v"}
+    assert got.tags["t"] == "x"
+
+
+class Gated:
+    """A real backend behind a gate: log_batch waits until the test opens it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
+        assert self.gate.wait(20), "the gate was never opened"
+        return bool(self.inner.log_batch(run_id, batch, batch_id=batch_id))
+
+
+def test_back_pressure_blocks_enqueue_instead_of_dropping(backend: Any, run: Run,
+                                                         senders: list[BatchSender]) -> None:
+    gated = Gated(backend)
+    sender = make(senders, gated, run.id, batch_size=5, interval=0.01, max_pending=20)
+    enqueued = 0
+
+    def produce() -> None:
+        nonlocal enqueued
+        for m in points(0, 100):
+            sender.enqueue([m])
+            enqueued += 1
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    time.sleep(0.4)
+    # The backend is stuck: the producer is blocked, holding at most max_pending queued points
+    # plus the one batch in flight.
+    assert producer.is_alive()
+    assert 20 <= enqueued <= 25
+    assert sender.pending <= 25
+    gated.gate.set()
+    producer.join(20)
+    assert not producer.is_alive()
+    sender.flush(timeout=20)
+    assert enqueued == 100
+    assert steps(backend, run.id) == list(range(100))  # nothing lost, nothing doubled
+
+
+def test_refused_batch_surfaces_on_next_flush(backend: Any, run: Run,
+                                              senders: list[BatchSender]) -> None:
+    sender = make(senders, backend, run.id, interval=60.0)
+    sender.enqueue([Param("lr", "0.1")])
+    sender.flush()
+    # Sent straight through the sender (ActiveRun would refuse it before enqueueing).
+    sender.enqueue([Param("lr", "0.2"), *points(0, 3)])
+    with pytest.raises(ParamOverwrite) as info:
+        sender.flush()
+    assert info.value.field == "params.lr"
+    sender.flush()  # reported once, then cleared
+    assert backend.get_run(run.id).params == {"lr": "0.1"}
+    assert steps(backend, run.id) == []  # the refused batch was written not at all
+    sender.enqueue(points(3, 5))
+    sender.flush()
+    assert steps(backend, run.id) == [3, 4]  # the sender goes on after a refusal
+    sender.enqueue([Param("lr", "0.3")])
+    with pytest.raises(ParamOverwrite):
+        sender.close()  # a refusal still pending at close is raised there
+    with pytest.raises(ModelyardError):
+        sender.enqueue(points(5, 6))  # closed
+
+
+# ----------------------------------------------------------------------------- outages
+
+
+class ServerOnPort(ServerThread):
+    """conftest's ServerThread, listening on a port chosen in advance."""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        super().__init__(settings)
+        self.port = port
+        self.server.config.port = port
+
+
+def test_retries_while_the_server_is_down_then_stores_exactly_once(
+    settings: Settings, senders: list[BatchSender]
+) -> None:
+    local = LocalBackend(settings)
+    port = free_port()  # nothing listens there yet
+    remote = RemoteBackend(f"http://127.0.0.1:{port}", timeout=httpx.Timeout(10.0, connect=1.0))
+    try:
+        run = local.create_run("0")
+        delays: list[float] = []
+
+        def sleep(delay: float) -> None:
+            delays.append(delay)
+            time.sleep(min(delay, 0.05))  # the real policy's delays, compressed
+
+        sender = make(senders, remote, run.id, batch_size=100, interval=0.05, sleep=sleep)
+        sender.enqueue(points(0, 250))
+        sender.enqueue([Param("p", "v")])
+        assert wait_until(lambda: len(delays) >= 4, 5)
+        with pytest.raises(Unavailable):
+            sender.flush(timeout=0.2)
+        assert sender.pending == 251  # kept, not dropped
+        assert steps(local, run.id) == []
+        assert delays[:4] == [0.1, 0.2, 0.4, 0.8]  # exponential backoff
+
+        with ServerOnPort(settings, port):
+            sender.flush(timeout=30)
+            assert steps(local, run.id) == list(range(250))  # each point exactly once
+            assert local.get_run(run.id).params == {"p": "v"}
+            sender.close()
+    finally:
+        remote.close()
+        local.close()
+
+
+class LosesFirstAnswer:
+    """A real backend whose first answer is lost on the way back (the batch *was* stored)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batch_ids: list[str | None] = []
+        self.results: list[bool] = []
+
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
+        stored = bool(self.inner.log_batch(run_id, batch, batch_id=batch_id))
+        self.batch_ids.append(batch_id)
+        self.results.append(stored)
+        if len(self.batch_ids) == 1:
+            raise Unavailable("connection reset before the answer arrived")
+        return stored
+
+
+def test_retry_after_a_lost_answer_is_stored_once(server: Any,
+                                                  senders: list[BatchSender]) -> None:
+    remote = RemoteBackend(server.url)
+    try:
+        run = remote.create_run("0")
+        flaky = LosesFirstAnswer(remote)
+        sender = make(senders, flaky, run.id, interval=60.0, sleep=lambda _: None)
+        sender.enqueue(points(0, 40))
+        sender.flush(timeout=20)
+        assert flaky.batch_ids[0] is not None
+        assert flaky.batch_ids[:2] == [flaky.batch_ids[0]] * 2  # the retry reuses the id
+        assert flaky.results[:2] == [True, False]  # ... and the server saw a duplicate
+        assert steps(remote, run.id) == list(range(40))
+    finally:
+        remote.close()

@@ -1,0 +1,78 @@
+"""The error-code table: every code has an HTTP status, and every error class survives the trip
+over the wire (code -> class) unchanged."""
+
+from __future__ import annotations
+
+import inspect
+
+import orjson
+import pytest
+
+from modelyard import errors
+from modelyard.errors import ErrorCode, ModelyardError, error_from_code
+from modelyard.server.errors import STATUS, error_response
+
+
+def error_classes() -> list[type[ModelyardError]]:
+    return [obj for _, obj in inspect.getmembers(errors, inspect.isclass)
+            if issubclass(obj, ModelyardError) and obj.__module__ == errors.__name__]
+
+
+def test_every_code_has_a_status() -> None:
+    assert set(STATUS) == set(ErrorCode)
+    for code, status in STATUS.items():
+        assert 400 <= status <= 599, (code, status)
+
+
+def test_client_mistakes_are_4xx_and_outages_5xx() -> None:
+    expected = {
+        ErrorCode.INVALID_ARGUMENT: 400, ErrorCode.INVALID_FILTER: 400,
+        ErrorCode.UNSAFE_PATH: 400, ErrorCode.NOT_FOUND: 404,
+        ErrorCode.EXPERIMENT_NOT_FOUND: 404, ErrorCode.RUN_NOT_FOUND: 404,
+        ErrorCode.ARTIFACT_NOT_FOUND: 404, ErrorCode.ALREADY_EXISTS: 409,
+        ErrorCode.CONFLICT: 409, ErrorCode.PARAM_OVERWRITE: 409, ErrorCode.INVALID_STATE: 409,
+        ErrorCode.UNAVAILABLE: 503, ErrorCode.SCHEMA_OUTDATED: 503, ErrorCode.INTERNAL: 500,
+        ErrorCode.INTEGRITY_FAILURE: 500,
+    }
+    assert expected == STATUS
+
+
+def test_every_class_has_its_own_code() -> None:
+    classes = error_classes()
+    assert len(classes) == len(ErrorCode)  # one class per code, one code per class
+    assert {cls.code for cls in classes} == set(ErrorCode)
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_every_error_class_round_trips(cls: type[ModelyardError]) -> None:
+    original = cls("something went wrong with 'x'", field="params.x")
+    # What the server renders ...
+    resp = error_response(STATUS[original.code], original.code, original.message, original.field)
+    assert resp.status_code == STATUS[cls.code]
+    body = orjson.loads(bytes(resp.body))
+    assert body == {"error": {"code": cls.code.value, "message": original.message,
+                              "field": "params.x"}}
+    # ... is what the remote backend raises again.
+    err = body["error"]
+    back = error_from_code(err["code"], err["message"], field=err["field"])
+    assert type(back) is cls
+    assert back.code is cls.code
+    assert back.message == original.message and str(back) == original.message
+    assert back.field == "params.x"
+    assert error_from_code(cls.code.value, "no field").field is None
+
+
+def test_unknown_codes_become_the_base_class() -> None:
+    back = error_from_code("SOMETHING_NEW", "from a newer server", field="f")
+    assert type(back) is ModelyardError
+    assert back.message == "from a newer server" and back.field == "f"
+
+
+def test_hierarchy_is_the_documented_one() -> None:
+    assert issubclass(errors.InvalidFilter, errors.InvalidArgument)
+    assert issubclass(errors.UnsafePath, errors.InvalidArgument)
+    for cls in (errors.ExperimentNotFound, errors.RunNotFound, errors.ArtifactNotFound):
+        assert issubclass(cls, errors.NotFound)
+    assert issubclass(errors.ParamOverwrite, errors.Conflict)
+    assert issubclass(errors.InvalidState, errors.Conflict)
+    assert all(issubclass(cls, Exception) for cls in error_classes())
