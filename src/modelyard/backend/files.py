@@ -9,7 +9,7 @@ from pathlib import Path
 
 import blake3
 
-from modelyard.errors import IntegrityFailure
+from modelyard.errors import IntegrityFailure, Unavailable
 
 CHUNK = 1 << 20
 
@@ -20,28 +20,32 @@ def read_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
             yield chunk
 
 
-def write_verified(chunks: Iterable[bytes], dest: Path, *, digest: str | None) -> int:
+def write_verified(chunks: Iterable[bytes], dest: Path, *, digest: str | None,
+                   size: int | None = None) -> int:
     """Write chunks to a temp file beside ``dest``, check the BLAKE3 digest, rename into place.
 
     Returns:
         the number of bytes written.
     Raises:
         IntegrityFailure: the bytes do not hash to ``digest`` (dest is left untouched).
+        Unavailable: fewer or more than ``size`` bytes arrived.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".modelyard-", dir=dest.parent)
     hasher = blake3.blake3()
-    size = 0
+    written = 0
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 hasher.update(chunk)
                 f.write(chunk)
-                size += len(chunk)
+                written += len(chunk)
+        if size is not None and written != size:
+            raise Unavailable(f"transfer of {dest.name!r} broke off after {written} bytes")
         if digest is not None and hasher.hexdigest() != digest:
             raise IntegrityFailure(f"downloaded bytes of {dest.name!r} do not match their digest")
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return size
+    return written

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from modelyard.artifacts.paths import normalize_artifact_path
-from modelyard.backend.files import read_chunks, write_verified
+from modelyard.backend import transfer
 from modelyard.domain import validation as v
 from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
 from modelyard.domain.paging import Page
@@ -20,6 +20,8 @@ from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
 _TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+# Per socket operation, not per transfer: a large file may take minutes, a stalled peer not.
+_TRANSFER_TIMEOUT = 300.0
 
 
 def _seg(value: str) -> str:
@@ -191,40 +193,34 @@ class RemoteBackend:
         # Slashes stay as separators; everything else in each segment is percent-encoded.
         return route.url(run_id=_seg(v.validate_run_id(run_id)), path=quote(clean, safe="/"))
 
-    def _put(self, run_id: str, artifact_path: str, content: Iterable[bytes] | bytes,
-             size: int) -> ArtifactEntry:
+    def _answer(self, answer: transfer.Answer) -> None:
+        if answer.status >= 300:
+            _raise_for(httpx.Response(answer.status, content=answer.body))
+
+    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
+        url = self._artifact_url(r.UPLOAD_ARTIFACT, run_id, artifact_path)
+        answer = transfer.put_file(self.base_url, url, local_file, timeout=_TRANSFER_TIMEOUT)
+        self._answer(answer)
+        return w.artifact_from_json(orjson.loads(answer.body))
+
+    def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
         url = self._artifact_url(r.UPLOAD_ARTIFACT, run_id, artifact_path)
         try:
             resp = self._http.request(
-                r.UPLOAD_ARTIFACT.method, url, content=content,
-                headers={"content-length": str(size),
-                         "content-type": "application/octet-stream"},
-                timeout=httpx.Timeout(None, connect=5.0),
+                r.UPLOAD_ARTIFACT.method, url, content=data,
+                headers={"content-type": "application/octet-stream"},
             )
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
         _raise_for(resp)
         return w.artifact_from_json(orjson.loads(resp.content))
 
-    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
-        return self._put(run_id, artifact_path, read_chunks(local_file),
-                         local_file.stat().st_size)
-
-    def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
-        return self._put(run_id, artifact_path, data, len(data))
-
     def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
         url = self._artifact_url(r.DOWNLOAD_ARTIFACT, run_id, artifact_path)
-        try:
-            with self._http.stream("GET", url, timeout=httpx.Timeout(None, connect=5.0)) as resp:
-                if resp.status_code >= 300:
-                    resp.read()
-                    _raise_for(resp)
-                digest = resp.headers.get("x-modelyard-digest")
-                size = write_verified(resp.iter_bytes(1 << 20), dest, digest=digest)
-        except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
-        return ArtifactEntry(normalize_artifact_path(artifact_path), digest or "", size)
+        answer = transfer.get_to_file(self.base_url, url, dest, timeout=_TRANSFER_TIMEOUT)
+        self._answer(answer)
+        return ArtifactEntry(normalize_artifact_path(artifact_path), answer.digest or "",
+                             answer.size)
 
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
         d = self._call(r.LIST_ARTIFACTS, path={"run_id": run_id}, params={"path": path})
