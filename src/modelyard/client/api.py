@@ -209,6 +209,11 @@ def _end_open_runs() -> None:
             run.end("FINISHED")
         except Exception as exc:  # exit must go on; say what was lost
             print(f"modelyard: could not finish run {run.id}: {exc}", file=sys.stderr)
+    with _lock:
+        backends = list(_backends.values())
+        _backends.clear()
+    for b in backends:
+        b.close()
 
 
 # ---------------------------------------------------------------------- reading

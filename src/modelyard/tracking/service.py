@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, RunStore
 
 
-_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9-]{8,64}\Z")
+_BATCH_ID_RE = re.compile(r"^(?=[-]*[A-Za-z0-9])[A-Za-z0-9-]{8,64}\Z")
 
 
 def now_ms() -> int:
