@@ -155,13 +155,7 @@ def start_run(
     if capture_source is None:
         capture_source = os.environ.get("MODELYARD_CAPTURE_SOURCE", "true").lower() not in (
             "0", "false", "no", "off")
-    capture = None
     run_tags = {k: str(val) for k, val in (tags or {}).items()}
-    if capture_source:
-        from modelyard.tracking.source import capture_source as capture_fn
-
-        capture = capture_fn(argv0=sys.argv[0] if sys.argv else None, cwd=Path.cwd())
-        run_tags = {**capture.tags(), **run_tags}
     run_kwargs: dict[str, Any] = {"run_name": name, "user_id": _user(), "tags": run_tags,
                                   "parent_run_id": parent_run_id}
     if experiment is None and parent_run_id is not None and stack:
@@ -172,9 +166,9 @@ def start_run(
     with _lock:
         _open_runs[run.id] = active
     stack.append(active)
-    if capture is not None:
-        for artifact_path, data in capture.artifacts().items():
-            b.upload_bytes(run.id, artifact_path, data)
+    if capture_source:
+        active.capture_source_in_background(argv0=sys.argv[0] if sys.argv else None,
+                                            cwd=Path.cwd(), keep=set(run_tags))
     if params:
         active.log_params(params)
     return active

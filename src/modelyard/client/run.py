@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -16,6 +17,9 @@ from modelyard.client.sender import BatchSender
 from modelyard.domain import validation as v
 from modelyard.domain.entities import Metric, Param, Run, RunStatus, Tag
 from modelyard.errors import InvalidArgument, ParamOverwrite
+from modelyard.tracking.source import capture_source
+
+log = logging.getLogger("modelyard.client")
 
 
 class RunTerminated(SystemExit):
@@ -44,6 +48,7 @@ class ActiveRun:
         self._ended = False
         self._on_end = on_end
         self._previous_sigterm: Any = None
+        self._capture_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -121,7 +126,38 @@ class ActiveRun:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything logged so far is stored; raise what the backend refused."""
+        self._wait_for_capture()
         self._sender.flush(timeout)
+
+    # ------------------------------------------------------------------ source capture
+
+    def capture_source_in_background(self, *, argv0: str | None, cwd: Path,
+                                     keep: set[str]) -> None:
+        """Record git state, diff and packages without delaying the caller.
+
+        The capture describes the moment of the call (``argv0``, ``cwd``); its tags (except
+        those in ``keep``, which the user set) and artifacts arrive through the normal paths.
+        ``flush()`` and run end wait for it. A failure is logged, never raised into training.
+        """
+
+        def work() -> None:
+            try:
+                capture = capture_source(argv0=argv0, cwd=cwd)
+                self._sender.enqueue([Tag(k, val) for k, val in capture.tags().items()
+                                      if k not in keep])
+                for artifact_path, data in capture.artifacts().items():
+                    self._backend.upload_bytes(self.id, artifact_path, data)
+            except Exception as exc:  # the run must go on without its source record
+                log.warning("modelyard: source capture for run %s failed: %s", self.id, exc)
+
+        self._capture_thread = threading.Thread(target=work, name="modelyard-capture",
+                                                daemon=True)
+        self._capture_thread.start()
+
+    def _wait_for_capture(self) -> None:
+        thread, self._capture_thread = self._capture_thread, None
+        if thread is not None:
+            thread.join()
 
     # ------------------------------------------------------------------ artifacts
 
@@ -169,6 +205,7 @@ class ActiveRun:
             return
         self._ended = True
         try:
+            self._wait_for_capture()
             self._sender.close(timeout=None if status == RunStatus.FINISHED else 30.0)
         finally:
             self._backend.update_run(self.id, status=str(RunStatus(status)), end_time=_now())
