@@ -17,6 +17,7 @@ from modelyard.backend.protocol import Backend
 from modelyard.domain.entities import Experiment, Run, ViewType
 from modelyard.errors import ExperimentNotFound, InvalidArgument, ModelyardError, RunNotFound
 from modelyard.settings import DEFAULT_DATA_DIR
+from modelyard.wire.schemas import float_to_json
 
 URI_HELP = (
     "Where the data is: an http(s):// server URL, or a data folder for embedded mode "
@@ -128,13 +129,8 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def json_number(value: float) -> float | str:
-    """JSON has no NaN or infinity: those become the strings "NaN", "Infinity", "-Infinity"."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
+# JSON has no NaN or infinity: the same strings the REST API uses ("NaN", "Infinity", ...).
+json_number = float_to_json
 
 
 def experiment_json(exp: Experiment) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
@@ -55,36 +55,33 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-_HOST_OK = "modelyard.host_ok"
+def host_name(header: str) -> str:
+    """The host part of a Host header: ``example.com:8750`` -> ``example.com``,
+    ``[::1]:8750`` -> ``[::1]`` (an IPv6 literal keeps its brackets)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[: end + 1] if end != -1 else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class TrustedHosts:
-    """Starlette's Host allow-list (DNS-rebinding protection), refusing with our error body.
-
-    Starlette's middleware answers a bad Host with a plain-text 400; here its verdict is kept and
-    the refusal is rendered like every other error: ``{"error": {...}}``, field ``host``.
-    """
+    """Answer only requests whose Host header names this server (DNS-rebinding protection);
+    refuse others with the ordinary error body, field ``host``."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
         self.app = app
-        self._check = TrustedHostMiddleware(self._accept, allowed_hosts=allowed_hosts,
-                                            www_redirect=False)
-
-    @staticmethod
-    async def _accept(scope: Scope, receive: Receive, send: Send) -> None:
-        scope[_HOST_OK] = True
+        self.allowed = frozenset(h.lower() for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def discard(message: Message) -> None:
-            return None
-
-        await self._check(scope, receive, discard)
-        if scope.pop(_HOST_OK, False):
-            await self.app(scope, receive, send)
-            return
-        response = error_response(400, ErrorCode.INVALID_ARGUMENT,
-                                  "the Host header does not name this server", "host")
-        await response(scope, receive, send)
+        if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+            host = Headers(scope=scope).get("host", "")
+            if host_name(host) not in self.allowed:
+                response = error_response(400, ErrorCode.INVALID_ARGUMENT,
+                                          "the Host header does not name this server", "host")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
