@@ -17,7 +17,7 @@ from modelyard.backend.protocol import Backend
 from modelyard.domain.entities import Experiment, Run, ViewType
 from modelyard.errors import ExperimentNotFound, InvalidArgument, ModelyardError, RunNotFound
 from modelyard.settings import DEFAULT_DATA_DIR
-from modelyard.wire.schemas import float_to_json
+from modelyard.wire.schemas import experiment_to_json, float_to_json
 
 URI_HELP = (
     "Where the data is: an http(s):// server URL, or a data folder for embedded mode "
@@ -133,17 +133,8 @@ def human_bytes(n: int) -> str:
 json_number = float_to_json
 
 
-def experiment_json(exp: Experiment) -> dict[str, Any]:
-    return {
-        "experiment_id": exp.experiment_id,
-        "name": exp.name,
-        "description": exp.description,
-        "lifecycle_stage": exp.lifecycle_stage.value,
-        "creation_time": exp.creation_time,
-        "last_update_time": exp.last_update_time,
-        "deleted_time": exp.deleted_time,
-        "tags": dict(exp.tags),
-    }
+# Experiments print exactly as the REST API returns them.
+experiment_json = experiment_to_json
 
 
 def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
