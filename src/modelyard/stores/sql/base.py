@@ -58,6 +58,23 @@ class SqlBase:
             sql = self._compiled[key] = str(compiled)
         conn.exec_driver_sql(sql, list(rows))
 
+    def _append(self, conn: Connection, table: Table, columns: tuple[str, ...],
+                rows: Sequence[Sequence[Any]]) -> None:
+        """Append rows to a table that takes no ON CONFLICT (the metric history).
+
+        PostgreSQL: ``COPY ... FROM STDIN`` through psycopg on the transaction's own
+        connection, several times faster than multi-row INSERTs. Elsewhere: :meth:`_bulk`.
+        """
+        if self._dialect != "postgresql":
+            self._bulk(conn, table.insert(), columns, rows)
+            return
+        quote = self.engine.dialect.identifier_preparer.quote
+        sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        raw: Any = conn.connection.dbapi_connection  # psycopg.Connection, inside our transaction
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def _insert(self, table: Table) -> Any:
         """``INSERT`` with ``ON CONFLICT`` support for the engine's dialect."""
         if self._dialect == "postgresql":

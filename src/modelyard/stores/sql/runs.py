@@ -73,7 +73,6 @@ def _metric_row(run_id: str, m: Metric) -> tuple[object, ...]:
 class SqlRunStore(SqlBase):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self._metrics_insert = s.metrics.insert()
         self._latest_upsert = self._latest_statement()
 
     def _latest_statement(self) -> Any:
@@ -247,7 +246,7 @@ class SqlRunStore(SqlBase):
                 )
             if batch.metrics:
                 rows = [_metric_row(run_id, m) for m in batch.metrics]
-                self._bulk(conn, self._metrics_insert, _METRIC_COLUMNS, rows)
+                self._append(conn, s.metrics, _METRIC_COLUMNS, rows)
                 self._update_latest(conn, run_id, batch.metrics)
         return True
 
