@@ -8,9 +8,14 @@ the expected search answers without asking either server.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import random
 import statistics
+import traceback
+from collections.abc import Callable
+from typing import IO
 
 SEARCH_EXPERIMENT = "bench"
 SEARCH_FILTER = "metrics.m0 > 0.5 and params.p0 = 'a'"
@@ -90,3 +95,42 @@ def sha256_file(path: str, chunk: int = 8 * 1024 * 1024) -> str:
 def metric_value(i: int) -> float:
     """Value logged at step i by the metric-streaming workloads."""
     return (i % 1000) / 1000.0
+
+
+Workload = Callable[[argparse.Namespace], dict]
+
+
+def workload_parser(doc: str | None, workloads: dict[str, Workload],
+                    uri_help: str) -> argparse.ArgumentParser:
+    """The options both workload scripts take; each adds its own system's extras."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--uri", default=None, help=uri_help)
+    ap.add_argument("--workload", required=True, choices=sorted(workloads))
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--batches", type=int, default=0, help="0 = calibrate to --target-seconds")
+    ap.add_argument("--target-seconds", type=float, default=15.0)
+    ap.add_argument("--width", type=int, default=1000)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--count", type=int, default=300)
+    ap.add_argument("--searches", type=int, default=20)
+    ap.add_argument("--file", default=None)
+    ap.add_argument("--sha256", default=None)
+    ap.add_argument("--scratch", default=None, help="directory for downloads")
+    return ap
+
+
+def run_workload(workloads: dict[str, Workload], args: argparse.Namespace,
+                 out: IO[str]) -> int:
+    """Run one workload and print its result as one JSON line on ``out`` (never hang)."""
+    try:
+        result = workloads[args.workload](args)
+        result["ok"] = True
+        code = 0
+    except BaseException as e:  # report, never hang
+        traceback.print_exc()
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        code = 1
+    result["workload"] = args.workload
+    out.write(json.dumps(result, default=str) + "\n")
+    out.flush()
+    return code

@@ -12,13 +12,11 @@ Prints exactly one JSON object on stdout; everything else goes to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -457,36 +455,13 @@ WORKLOADS = {
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--uri", default=None, help="tracking server, http://127.0.0.1:PORT")
-    ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--batches", type=int, default=0, help="0 = calibrate to --target-seconds")
-    ap.add_argument("--target-seconds", type=float, default=15.0)
-    ap.add_argument("--width", type=int, default=1000)
-    ap.add_argument("--start", type=int, default=0)
-    ap.add_argument("--count", type=int, default=300)
-    ap.add_argument("--searches", type=int, default=20)
+    ap = benchdata.workload_parser(__doc__, WORKLOADS, "tracking server, http://127.0.0.1:PORT")
     ap.add_argument("--db", default=None, help="sqlite URI (bulk_load only)")
     ap.add_argument("--bulk-method", default="orm", choices=["orm", "store"])
-    ap.add_argument("--file", default=None)
-    ap.add_argument("--sha256", default=None)
-    ap.add_argument("--scratch", default=None, help="directory for downloads")
     args = ap.parse_args()
     if args.uri:
         mlflow.set_tracking_uri(args.uri)
-    try:
-        result = WORKLOADS[args.workload](args)
-        result["ok"] = True
-        code = 0
-    except BaseException as e:  # report, never hang
-        traceback.print_exc()
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        code = 1
-    result["workload"] = args.workload
-    _REAL_STDOUT.write(json.dumps(result) + "\n")
-    _REAL_STDOUT.flush()
-    return code
+    return benchdata.run_workload(WORKLOADS, args, _REAL_STDOUT)
 
 
 if __name__ == "__main__":

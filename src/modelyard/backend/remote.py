@@ -36,15 +36,16 @@ def _seg(value: str) -> str:
 _PATH_VALIDATORS = {"run_id": v.validate_run_id, "experiment_id": v.validate_experiment_id}
 
 
-def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code < 300:  # a redirect means the request went somewhere unintended
+def _raise_for(status: int, body: bytes) -> None:
+    """Raise the error a server answer carries (by its code), or nothing for a 2xx."""
+    if status < 300:  # a redirect means the request went somewhere unintended
         return
     try:
-        err = orjson.loads(resp.content)["error"]
+        err = orjson.loads(body)["error"]
         exc = error_from_code(err["code"], err["message"], field=err.get("field"))
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        exc = (Unavailable if resp.status_code in (502, 503, 504) else ModelyardError)(
-            f"server answered HTTP {resp.status_code}"
+        exc = (Unavailable if status in (502, 503, 504) else ModelyardError)(
+            f"server answered HTTP {status}"
         )
     raise exc
 
@@ -68,7 +69,7 @@ class RemoteBackend:
                                       headers=headers)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
-        _raise_for(resp)
+        _raise_for(resp.status_code, resp.content)
         return orjson.loads(resp.content) if resp.content else {}
 
     # ------------------------------------------------------------------ experiments
@@ -193,14 +194,10 @@ class RemoteBackend:
         # Slashes stay as separators; everything else in each segment is percent-encoded.
         return route.url(run_id=_seg(v.validate_run_id(run_id)), path=quote(clean, safe="/"))
 
-    def _answer(self, answer: transfer.Answer) -> None:
-        if answer.status >= 300:
-            _raise_for(httpx.Response(answer.status, content=answer.body))
-
     def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
         url = self._artifact_url(r.UPLOAD_ARTIFACT, run_id, artifact_path)
         answer = transfer.put_file(self.base_url, url, local_file, timeout=_TRANSFER_TIMEOUT)
-        self._answer(answer)
+        _raise_for(answer.status, answer.body)
         return w.artifact_from_json(orjson.loads(answer.body))
 
     def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
@@ -212,13 +209,13 @@ class RemoteBackend:
             )
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
-        _raise_for(resp)
+        _raise_for(resp.status_code, resp.content)
         return w.artifact_from_json(orjson.loads(resp.content))
 
     def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
         url = self._artifact_url(r.DOWNLOAD_ARTIFACT, run_id, artifact_path)
         answer = transfer.get_to_file(self.base_url, url, dest, timeout=_TRANSFER_TIMEOUT)
-        self._answer(answer)
+        _raise_for(answer.status, answer.body)
         return ArtifactEntry(normalize_artifact_path(artifact_path), answer.digest or "",
                              answer.size)
 

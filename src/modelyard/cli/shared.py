@@ -15,6 +15,7 @@ from rich.text import Text
 
 from modelyard.backend.protocol import Backend
 from modelyard.domain.entities import Experiment, Run, ViewType
+from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import ExperimentNotFound, InvalidArgument, ModelyardError, RunNotFound
 from modelyard.settings import DEFAULT_DATA_DIR
 from modelyard.wire.schemas import experiment_to_json, float_to_json
@@ -70,7 +71,7 @@ def check_view(view: str) -> ViewType:
 
 def resolve_experiment(b: Backend, ref: str) -> Experiment:
     """An experiment by id (all digits) or by name; an all-digit name works too."""
-    if ref.isdigit():
+    if is_experiment_id(ref):
         try:
             return b.get_experiment(ref)
         except ExperimentNotFound as by_id:

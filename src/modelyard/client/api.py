@@ -22,7 +22,14 @@ from modelyard.backend.protocol import Backend
 from modelyard.client.run import ActiveRun
 from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run
 from modelyard.domain.paging import Page
-from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument, InvalidState
+from modelyard.domain.validation import is_experiment_id
+from modelyard.errors import (
+    AlreadyExists,
+    ArtifactNotFound,
+    ExperimentNotFound,
+    InvalidArgument,
+    InvalidState,
+)
 from modelyard.settings import DEFAULT_DATA_DIR
 
 _lock = threading.RLock()
@@ -227,7 +234,7 @@ def _experiment_ids(b: Backend, experiment: str | Sequence[str] | None) -> list[
     names = [experiment] if isinstance(experiment, str) else list(experiment or ["0"])
     ids = []
     for name in names:
-        ids.append(name if name.isdigit() else b.get_experiment_by_name(name).experiment_id)
+        ids.append(name if is_experiment_id(name) else b.get_experiment_by_name(name).experiment_id)
     return ids
 
 
@@ -269,8 +276,6 @@ def download_artifacts(run_id: str, path: str = "", dest: str | os.PathLike[str]
         b.download_file(run_id, clean, target)
         return target
     if not entries:
-        from modelyard.errors import ArtifactNotFound
-
         raise ArtifactNotFound(f"run {run_id} has no artifact at {path!r}", field="path")
     for entry in entries:
         b.download_file(run_id, entry.path, safe_join(root, entry.path))

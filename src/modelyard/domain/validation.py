@@ -9,6 +9,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from modelyard.domain.entities import LogBatch, Metric, Param, Tag
 from modelyard.errors import InvalidArgument
@@ -104,8 +105,13 @@ def validate_run_id(run_id: object, *, field: str = "run_id") -> str:
     return run_id
 
 
+def is_experiment_id(value: object) -> TypeGuard[str]:
+    """1-18 ASCII digits: what an experiment id (a BIGINT) looks like on the API."""
+    return isinstance(value, str) and _EXPERIMENT_ID_RE.match(value) is not None
+
+
 def validate_experiment_id(experiment_id: object, *, field: str = "experiment_id") -> str:
-    if not isinstance(experiment_id, str) or not _EXPERIMENT_ID_RE.match(experiment_id):
+    if not is_experiment_id(experiment_id):
         raise InvalidArgument(f"{field} must be a string of digits", field=field)
     return experiment_id
 

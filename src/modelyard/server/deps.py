@@ -28,7 +28,8 @@ async def read_body(request: Request) -> bytes:
     """The request body, refused past the configured size limit."""
     limit: int = request.app.state.settings.max_request_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isascii(): str.isdigit() also accepts '²', which int() refuses
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise InvalidArgument(f"request body exceeds {limit} bytes", field="body")
     body = await request.body()
     if len(body) > limit:

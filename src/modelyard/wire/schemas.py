@@ -17,11 +17,9 @@ from modelyard.domain.entities import (
     LifecycleStage,
     LogBatch,
     Metric,
-    Param,
     Run,
     RunInfo,
     RunStatus,
-    Tag,
 )
 
 
@@ -71,18 +69,12 @@ class UpdateRunIn(_Strict):
 
 
 class LogBatchIn(_Strict):
+    """Documents the log-batch body in OpenAPI; ``wire.batch`` parses it on the hot path."""
+
     batch_id: StrictStr | None = None
     metrics: list[MetricIn] = []
     params: list[KeyValueIn] = []
     tags: list[KeyValueIn] = []
-
-    def to_domain(self) -> LogBatch:
-        return LogBatch(
-            metrics=tuple(Metric(m.key, float(m.value), m.step, m.timestamp)
-                          for m in self.metrics),
-            params=tuple(Param(p.key, p.value) for p in self.params),
-            tags=tuple(Tag(t.key, t.value) for t in self.tags),
-        )
 
 
 class SearchRunsIn(_Strict):

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelyard.domain.entities import Experiment, LifecycleStage, ViewType
 from modelyard.domain.paging import Page, decode_token, encode_token, query_fingerprint
+from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidState
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.base import SqlBase
@@ -27,7 +28,7 @@ def _tags_for(conn: Connection, ids: list[int]) -> dict[int, dict[str, str]]:
 
 
 def _exp_id(experiment_id: str) -> int:
-    if not experiment_id.isdigit():
+    if not is_experiment_id(experiment_id):
         raise ExperimentNotFound(f"experiment {experiment_id!r} does not exist",
                                  field="experiment_id")
     return int(experiment_id)

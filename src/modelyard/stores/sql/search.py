@@ -8,7 +8,6 @@ every order ends with the run id so pages are stable.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from modelyard.domain.search import (
     OrderKey,
     render,
 )
+from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import InvalidFilter
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.convert import to_run_info
@@ -86,9 +86,7 @@ def _attribute_value(field: Field, value: Any) -> Any:
     if field.key == "experiment_id":
         # experiment ids are integers in the database, strings on the API
         def as_int(v: Any) -> int:
-            # ASCII digits only, and at most 18 of them (what fits in BIGINT; str.isdigit()
-            # accepts '²' and other characters int() refuses)
-            if re.fullmatch(r"[0-9]{1,18}", str(v)) is None:
+            if not is_experiment_id(str(v)):
                 raise InvalidFilter(
                     f"filter: attributes.experiment_id must be digits, got {v!r}", field="filter"
                 )
@@ -178,7 +176,7 @@ def search_run_rows(
         view.value,
     )
     offset = decode_token(page_token, fingerprint)
-    ids = [int(e) for e in experiment_ids if e.isdigit()]
+    ids = [int(e) for e in experiment_ids if is_experiment_id(e)]
     query = select(s.runs).where(
         s.runs.c.experiment_id.in_(ids) if ids else literal(False),
         s.runs.c.lifecycle_stage.in_([st.value for st in view.stages()]),
