@@ -47,6 +47,22 @@ def test_experiments_create_delete_restore(data: Data) -> None:
     assert "fresh" in names
 
 
+def test_a_deleted_experiments_name_can_be_reused_and_restored_renamed(data: Data) -> None:
+    old = data.ok("experiments", "create", "reuse").stdout.strip()
+    data.ok("experiments", "delete", "reuse")
+    new = data.ok("experiments", "create", "reuse").stdout.strip()
+    assert new != old
+    # by name, restore means the deleted one; its name is taken, and the error says what to do
+    message = data.error("experiments", "restore", "reuse")
+    assert "--new-name" in message and f"id {new}" in message
+    out = data.ok("experiments", "restore", "reuse", "--new-name", "reuse-2025").stdout
+    assert f"restored experiment {old}" in out and "reuse-2025" in out
+    listed = {e["name"]: e["experiment_id"]
+              for e in json.loads(data.ok("experiments", "list", "--json").stdout)}
+    assert listed["reuse"] == new and listed["reuse-2025"] == old
+    assert "already" in data.error("experiments", "restore", old, "--new-name", "x").lower()
+
+
 def test_deleting_an_experiment_deletes_its_runs(data: Data) -> None:
     data.ok("experiments", "delete", "other")
     ids = [r["run_id"] for r in json.loads(data.ok("runs", "list", "--json").stdout)]

@@ -435,13 +435,26 @@ def test_experiments_create_get_list_delete_restore(sdk: Any) -> None:
     assert "exp-a" not in {e.name for e in sdk.list_experiments()}
     assert "exp-a" in {e.name for e in sdk.list_experiments(view="deleted_only")}
     assert "exp-a" in {e.name for e in sdk.list_experiments(view="all")}
-    raises_exactly(AlreadyExists, lambda: sdk.create_experiment("exp-a"))  # still taken
     raises_exactly(InvalidArgument, lambda: sdk.list_experiments(view="bogus"))
+    # the deleted experiment still answers to its name until another one takes it
+    assert sdk.get_experiment_by_name("exp-a").experiment_id == exp.experiment_id
 
-    sdk.restore_experiment(exp.experiment_id)
+    # the name is free again (MLflow keeps it blocked: its issue #2651)
+    successor = sdk.create_experiment("exp-a")
+    assert successor.experiment_id != exp.experiment_id
+    assert sdk.get_experiment_by_name("exp-a").experiment_id == successor.experiment_id
+    exc = raises_exactly(AlreadyExists, lambda: sdk.restore_experiment(exp.experiment_id))
+    assert exc.field == "name" and "new_name" in exc.message
+    assert sdk.get_experiment(exp.experiment_id).lifecycle_stage.value == "deleted"
+    raises_exactly(AlreadyExists, lambda: sdk.restore_experiment(exp.experiment_id,
+                                                                 new_name="exp-b"))
+    raises_exactly(InvalidArgument, lambda: sdk.restore_experiment(exp.experiment_id,
+                                                                   new_name=""))
+    sdk.restore_experiment(exp.experiment_id, new_name="exp-a-old")
     restored = sdk.get_experiment(exp.experiment_id)
     assert restored.lifecycle_stage.value == "active"
-    assert "exp-a" in {e.name for e in sdk.list_experiments()}
+    assert restored.name == "exp-a-old"
+    assert {"exp-a", "exp-a-old"} <= {e.name for e in sdk.list_experiments()}
 
     # Runs of a deleted experiment; deleted and restored runs.
     with sdk.start_run(experiment="lifecycle") as run:

@@ -207,3 +207,46 @@ def test_bare_paths_are_sqlite_files(tmp_path: Path) -> None:
     finally:
         stores.close()
     assert target.exists()
+
+
+def test_upgrading_from_0001_keeps_every_row_and_frees_deleted_names(engine: Engine) -> None:
+    """0002 recreates ``experiments`` on SQLite: runs and their rows must survive it (a table
+    drop with foreign keys on would cascade), and foreign keys must be on again afterwards."""
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        ids = [
+            conn.execute(s.experiments.insert().values(
+                name=name, description="", lifecycle_stage=stage, creation_time=1,
+                last_update_time=1).returning(s.experiments.c.experiment_id)).scalar_one()
+            for name, stage in (("kept", "active"), ("gone", "deleted"))
+        ]
+        conn.execute(s.experiment_tags.insert().values(experiment_id=ids[0], key="k", value="v"))
+        for i, exp_id in enumerate(ids):
+            conn.execute(s.runs.insert().values(
+                run_id=f"{i:032x}", experiment_id=exp_id, run_name="r", user_id="u",
+                status="FINISHED", start_time=1, lifecycle_stage="active"))
+            conn.execute(s.params.insert().values(run_id=f"{i:032x}", key="p", value="1"))
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 2
+        assert conn.execute(text("SELECT count(*) FROM params")).scalar_one() == 2
+        assert conn.execute(text("SELECT count(*) FROM experiment_tags")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM experiments")).scalar_one() == 3
+    stores = open_sql_stores(engine.url.render_as_string(hide_password=False))
+    try:
+        # the deleted experiment's name is free now; an active one's is not
+        assert stores.experiments.create_experiment("gone", description="", tags={}, now=2)
+        with pytest.raises(Exception) as exc:
+            stores.experiments.create_experiment("kept", description="", tags={}, now=2)
+        assert getattr(exc.value, "code", None) == ErrorCode.ALREADY_EXISTS
+    finally:
+        stores.close()
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        # the referential integrity still holds: a run of a missing experiment is refused
+        with pytest.raises(IntegrityError):
+            conn.execute(s.runs.insert().values(
+                run_id="f" * 32, experiment_id=99, run_name="r", user_id="u",
+                status="FINISHED", start_time=1, lifecycle_stage="active"))

@@ -201,18 +201,54 @@ def test_experiment_create_get_and_by_name(stores: SqlStores) -> None:
             stores.experiments.get_experiment(missing)
 
 
-def test_experiment_names_are_unique_even_when_deleted(stores: SqlStores) -> None:
-    exp_id = new_exp(stores, "dup")
+def test_active_experiment_names_are_unique(stores: SqlStores) -> None:
+    new_exp(stores, "dup")
     with pytest.raises(AlreadyExists) as exc:
         new_exp(stores, "dup")
     assert exc.value.field == "name"
-    stores.experiments.set_experiment_lifecycle(exp_id, stage=DELETED, now=5)
-    with pytest.raises(AlreadyExists):
-        new_exp(stores, "dup")
-    # the failed creations left nothing behind
+    # the failed creation left nothing behind
     page = stores.experiments.list_experiments(view=ViewType.ALL, max_results=100,
                                                page_token=None)
     assert [e.name for e in page] == ["Default", "dup"]
+
+
+def test_a_deleted_experiment_frees_its_name(stores: SqlStores) -> None:
+    old = new_exp(stores, "dup")
+    run = stores.runs.create_run(run_id="a" * 32, experiment_id=old, run_name="r", user_id="u",
+                                 start_time=1, tags={}, parent_run_id=None)
+    stores.experiments.set_experiment_lifecycle(old, stage=DELETED, now=5)
+    assert stores.experiments.get_experiment_by_name("dup").experiment_id == old  # deleted one
+    new = new_exp(stores, "dup")
+    assert new != old
+    # the name now means the active experiment; the deleted one keeps its name and runs
+    assert stores.experiments.get_experiment_by_name("dup").experiment_id == new
+    gone = stores.experiments.get_experiment(old)
+    assert (gone.name, gone.lifecycle_stage) == ("dup", DELETED)
+    assert stores.runs.get_run(run.info.run_id).info.experiment_id == old
+    # a second deletion: the name can be reused again, and by-name finds the newest deleted one
+    stores.experiments.set_experiment_lifecycle(new, stage=DELETED, now=9)
+    assert stores.experiments.get_experiment_by_name("dup").experiment_id == new
+    third = new_exp(stores, "dup")
+
+    # restoring while the name is taken is a conflict that says what to do; nothing changes
+    with pytest.raises(AlreadyExists) as exc:
+        stores.experiments.set_experiment_lifecycle(old, stage=ACTIVE, now=11)
+    assert exc.value.field == "name"
+    assert "new_name" in str(exc.value) and f"id {third}" in str(exc.value)
+    assert stores.experiments.get_experiment(old).lifecycle_stage is DELETED
+    assert stores.runs.get_run(run.info.run_id).info.lifecycle_stage is DELETED
+
+    # a new name that is taken too is refused the same way
+    with pytest.raises(AlreadyExists):
+        stores.experiments.set_experiment_lifecycle(old, stage=ACTIVE, now=11, new_name="dup")
+    # restoring under a free name brings it and its runs back, renamed
+    stores.experiments.set_experiment_lifecycle(old, stage=ACTIVE, now=12, new_name="dup-old")
+    back = stores.experiments.get_experiment(old)
+    assert (back.name, back.lifecycle_stage) == ("dup-old", ACTIVE)
+    assert stores.runs.get_run(run.info.run_id).info.lifecycle_stage is ACTIVE
+    # renaming onto an active name is still refused
+    with pytest.raises(AlreadyExists):
+        stores.experiments.update_experiment(old, name="dup", description=None, now=13)
 
 
 def test_list_experiments_pages_and_views(stores: SqlStores) -> None:

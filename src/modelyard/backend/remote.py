@@ -112,8 +112,9 @@ class RemoteBackend:
     def delete_experiment(self, experiment_id: str) -> None:
         self._call(r.DELETE_EXPERIMENT, path={"experiment_id": experiment_id})
 
-    def restore_experiment(self, experiment_id: str) -> None:
-        self._call(r.RESTORE_EXPERIMENT, path={"experiment_id": experiment_id})
+    def restore_experiment(self, experiment_id: str, *, new_name: str | None = None) -> None:
+        self._call(r.RESTORE_EXPERIMENT, path={"experiment_id": experiment_id},
+                   json={} if new_name is None else {"new_name": new_name})
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
         self._call(r.SET_EXPERIMENT_TAG, path={"experiment_id": experiment_id},

@@ -83,10 +83,13 @@ def delete_experiment(
 @handle_errors
 def restore_experiment(
     ref: str = typer.Argument(..., metavar="ID_OR_NAME", help=REF_HELP),
+    new_name: str | None = typer.Option(
+        None, "--new-name", help="Restore under this name (when an active experiment has "
+        "taken the old one)."),
     uri: str | None = uri_option(),
 ) -> None:
     """Restore a deleted experiment (and the runs deleted with it)."""
     b = open_backend(uri)
-    exp = resolve_experiment(b, ref)
-    b.restore_experiment(exp.experiment_id)
-    say(f"restored experiment {exp.experiment_id} ({exp.name!r})")
+    exp = resolve_experiment(b, ref, deleted=True)
+    b.restore_experiment(exp.experiment_id, new_name=new_name)
+    say(f"restored experiment {exp.experiment_id} ({new_name or exp.name!r})")

@@ -69,17 +69,29 @@ def check_view(view: str) -> ViewType:
                               field="view") from None
 
 
-def resolve_experiment(b: Backend, ref: str) -> Experiment:
-    """An experiment by id (all digits) or by name; an all-digit name works too."""
+def resolve_experiment(b: Backend, ref: str, *, deleted: bool = False) -> Experiment:
+    """An experiment by id (all digits) or by name; an all-digit name works too.
+
+    A name may be held by an active experiment and by deleted ones: by default the active one
+    is meant; with ``deleted`` (restoring) the most recently deleted one.
+    """
     if is_experiment_id(ref):
         try:
             return b.get_experiment(ref)
         except ExperimentNotFound as by_id:
             try:
-                return b.get_experiment_by_name(ref)
+                return _by_name(b, ref, deleted=deleted)
             except ExperimentNotFound:
                 raise by_id from None
-    return b.get_experiment_by_name(ref)
+    return _by_name(b, ref, deleted=deleted)
+
+
+def _by_name(b: Backend, name: str, *, deleted: bool) -> Experiment:
+    if deleted:
+        gone = [e for e in all_experiments(b, ViewType.DELETED_ONLY) if e.name == name]
+        if gone:
+            return max(gone, key=lambda e: (e.deleted_time or 0, int(e.experiment_id)))
+    return b.get_experiment_by_name(name)
 
 
 def all_experiments(b: Backend, view: ViewType) -> list[Experiment]:

@@ -308,8 +308,10 @@ def delete_experiment(experiment_id: str) -> None:
     backend().delete_experiment(experiment_id)
 
 
-def restore_experiment(experiment_id: str) -> None:
-    backend().restore_experiment(experiment_id)
+def restore_experiment(experiment_id: str, *, new_name: str | None = None) -> None:
+    """Restore a deleted experiment and the runs deleted with it. If an active experiment took
+    its name meanwhile this raises AlreadyExists; pass ``new_name`` to restore it renamed."""
+    backend().restore_experiment(experiment_id, new_name=new_name)
 
 
 def delete_run(run_id: str) -> None:

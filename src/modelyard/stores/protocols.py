@@ -32,14 +32,16 @@ class ExperimentStore(Protocol):
         Returns:
             the new experiment id.
         Raises:
-            AlreadyExists: an experiment (active or deleted) already has this name.
+            AlreadyExists: an active experiment already has this name (a deleted one does not
+                block it).
         """
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """Raises: ExperimentNotFound."""
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
-        """The experiment with exactly this name (any lifecycle stage), or None."""
+        """The active experiment with exactly this name, else the most recently deleted one
+        that had it, else None."""
 
     def list_experiments(
         self, *, view: ViewType, max_results: int, page_token: str | None
@@ -52,9 +54,14 @@ class ExperimentStore(Protocol):
         """Rename and/or re-describe. Raises: ExperimentNotFound, AlreadyExists."""
 
     def set_experiment_lifecycle(
-        self, experiment_id: str, *, stage: LifecycleStage, now: int
+        self, experiment_id: str, *, stage: LifecycleStage, now: int, new_name: str | None = None
     ) -> None:
-        """Soft-delete or restore. Raises: ExperimentNotFound, InvalidState (already there)."""
+        """Soft-delete or restore (renaming it to ``new_name`` when given). Only active
+        experiments hold their names.
+
+        Raises: ExperimentNotFound, InvalidState (already there), AlreadyExists (restoring
+        while an active experiment has the name).
+        """
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str, *, now: int) -> None:
         """Raises: ExperimentNotFound."""

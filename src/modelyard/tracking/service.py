@@ -128,10 +128,13 @@ class TrackingService:
             now=self._clock(),
         )
 
-    def restore_experiment(self, experiment_id: str) -> None:
+    def restore_experiment(self, experiment_id: str, *, new_name: str | None = None) -> None:
+        """Restore a deleted experiment and the runs deleted with it, optionally renaming it
+        (needed when an active experiment has taken its name meanwhile)."""
         self._experiments.set_experiment_lifecycle(
             v.validate_experiment_id(experiment_id), stage=LifecycleStage.ACTIVE,
             now=self._clock(),
+            new_name=None if new_name is None else v.validate_experiment_name(new_name),
         )
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:

@@ -53,6 +53,10 @@ class UpdateExperimentIn(_Strict):
     description: StrictStr | None = None
 
 
+class RestoreExperimentIn(_Strict):
+    new_name: StrictStr | None = None
+
+
 class CreateRunIn(_Strict):
     experiment_id: StrictStr
     run_name: StrictStr | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from modelyard.server.deps import json, parse_body, service
+from modelyard.server.deps import json, parse_body, read_body, service
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
@@ -59,8 +59,11 @@ def delete_experiment(request: Request, experiment_id: str) -> Response:
 
 
 @router.post(r.RESTORE_EXPERIMENT.path)
-def restore_experiment(request: Request, experiment_id: str) -> Response:
-    service(request).restore_experiment(experiment_id)
+async def restore_experiment(request: Request, experiment_id: str) -> Response:
+    # The body is optional: {"new_name": ...} restores under another name.
+    raw = await read_body(request)
+    new_name = w.RestoreExperimentIn.model_validate_json(raw).new_name if raw.strip() else None
+    service(request).restore_experiment(experiment_id, new_name=new_name)
     return json({})
 
 

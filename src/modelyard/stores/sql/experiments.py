@@ -78,7 +78,17 @@ class SqlExperimentStore(SqlBase):
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         with self._read() as conn:
-            row = conn.execute(select(s.experiments).where(s.experiments.c.name == name)).first()
+            # The active holder of the name, else the one deleted most recently.
+            row = conn.execute(
+                select(s.experiments)
+                .where(s.experiments.c.name == name)
+                .order_by(
+                    (s.experiments.c.lifecycle_stage == LifecycleStage.ACTIVE.value).desc(),
+                    s.experiments.c.deleted_time.desc(),
+                    s.experiments.c.experiment_id.desc(),
+                )
+                .limit(1)
+            ).first()
             if row is None:
                 return None
             return to_experiment(row, _tags_for(conn, [row.experiment_id])[row.experiment_id])
@@ -122,36 +132,58 @@ class SqlExperimentStore(SqlBase):
             raise _name_taken(name or "") from None
 
     def set_experiment_lifecycle(
-        self, experiment_id: str, *, stage: LifecycleStage, now: int
+        self, experiment_id: str, *, stage: LifecycleStage, now: int, new_name: str | None = None
     ) -> None:
         exp_id = _exp_id(experiment_id)
-        with self._write() as conn:
-            current = self._get(conn, exp_id)
-            if current.lifecycle_stage is stage:
-                raise InvalidState(
-                    f"experiment {experiment_id} is already {stage.value}", field="experiment_id"
-                )
-            deleted = now if stage is LifecycleStage.DELETED else None
-            conn.execute(
-                update(s.experiments)
-                .where(s.experiments.c.experiment_id == exp_id)
-                .values(lifecycle_stage=stage.value, last_update_time=now, deleted_time=deleted)
+        try:
+            with self._write() as conn:
+                self._set_lifecycle(conn, exp_id, stage=stage, now=now, new_name=new_name)
+        except IntegrityError:
+            if new_name is not None:
+                raise _name_taken(new_name) from None
+            name = self.get_experiment(experiment_id).name
+            holder = self.get_experiment_by_name(name)
+            held_by = f" (id {holder.experiment_id})" if holder is not None else ""
+            raise AlreadyExists(
+                f"cannot restore experiment {experiment_id}: its name {name!r} is taken by an "
+                f"active experiment{held_by}; restore it under another name "
+                "(new_name= in the SDK, --new-name in the CLI)",
+                field="name",
+            ) from None
+
+    def _set_lifecycle(
+        self, conn: Connection, exp_id: int, *, stage: LifecycleStage, now: int,
+        new_name: str | None,
+    ) -> None:
+        current = self._get(conn, exp_id)
+        if current.lifecycle_stage is stage:
+            raise InvalidState(
+                f"experiment {exp_id} is already {stage.value}", field="experiment_id"
             )
-            # Runs follow their experiment (MLflow semantics): deleting an experiment deletes
-            # its active runs; restoring restores those deleted together with it.
-            run_filter = s.runs.c.experiment_id == exp_id
-            if stage is LifecycleStage.DELETED:
-                conn.execute(
-                    update(s.runs)
-                    .where(run_filter, s.runs.c.lifecycle_stage == LifecycleStage.ACTIVE.value)
-                    .values(lifecycle_stage=stage.value, deleted_time=now)
-                )
-            else:
-                conn.execute(
-                    update(s.runs)
-                    .where(run_filter, s.runs.c.deleted_time == current.deleted_time)
-                    .values(lifecycle_stage=stage.value, deleted_time=None)
-                )
+        deleted = now if stage is LifecycleStage.DELETED else None
+        values: dict[str, object] = {
+            "lifecycle_stage": stage.value, "last_update_time": now, "deleted_time": deleted,
+        }
+        if new_name is not None:
+            values["name"] = new_name
+        conn.execute(
+            update(s.experiments).where(s.experiments.c.experiment_id == exp_id).values(**values)
+        )
+        # Runs follow their experiment (MLflow semantics): deleting an experiment deletes
+        # its active runs; restoring restores those deleted together with it.
+        run_filter = s.runs.c.experiment_id == exp_id
+        if stage is LifecycleStage.DELETED:
+            conn.execute(
+                update(s.runs)
+                .where(run_filter, s.runs.c.lifecycle_stage == LifecycleStage.ACTIVE.value)
+                .values(lifecycle_stage=stage.value, deleted_time=now)
+            )
+        else:
+            conn.execute(
+                update(s.runs)
+                .where(run_filter, s.runs.c.deleted_time == current.deleted_time)
+                .values(lifecycle_stage=stage.value, deleted_time=None)
+            )
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str, *, now: int) -> None:
         exp_id = _exp_id(experiment_id)

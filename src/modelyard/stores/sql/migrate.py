@@ -10,7 +10,7 @@ from modelyard.errors import SchemaOutdated
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it equals Alembic's head, so start-up need not load Alembic.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def _alembic_config(connection: object) -> object:
@@ -35,8 +35,24 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to ``revision`` (default: the newest)."""
     from alembic import command
 
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), revision)  # type: ignore[arg-type]
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        if sqlite:
+            # SQLite alters a table by recreating it; with foreign keys on, dropping the old
+            # table would cascade-delete every row that references it. The pragma only takes
+            # effect outside a transaction, so it is set before the migration's one begins.
+            raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                command.upgrade(_alembic_config(conn), revision)  # type: ignore[arg-type]
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:  # rolls the whole upgrade back
+                        raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def ensure_schema(engine: Engine, *, create_if_empty: bool = True) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,12 +40,20 @@ class Base(DeclarativeBase):
 class ExperimentRow(Base):
     __tablename__ = "experiments"
     experiment_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(500), unique=True)
+    name: Mapped[str] = mapped_column(String(500))
     description: Mapped[str] = mapped_column(Text, default="")
     lifecycle_stage: Mapped[str] = mapped_column(String(16), default="active")
     creation_time: Mapped[int] = mapped_column(BigInteger)
     last_update_time: Mapped[int] = mapped_column(BigInteger)
     deleted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (
+        # Only an active experiment holds its name: a deleted one no longer blocks it.
+        Index("uq_experiments_active_name", "name", unique=True,
+              sqlite_where=text("lifecycle_stage = 'active'"),
+              postgresql_where=text("lifecycle_stage = 'active'")),
+        Index("ix_experiments_name", "name", "lifecycle_stage"),
+    )
 
 
 class ExperimentTagRow(Base):
@@ -153,6 +162,18 @@ class IngestedBatchRow(Base):
     __table_args__ = (Index("ix_ingested_batches_run", "run_id"),)
 
 
+class BlobLeaseRow(Base):
+    """A blob an upload has written and is about to name in a manifest. Garbage collection
+    never deletes a leased blob, so an upload in flight cannot lose its bytes."""
+
+    __tablename__ = "blob_leases"
+    lease_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_time: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_blob_leases_digest", "digest"),)
+
+
 experiments = cast(Table, ExperimentRow.__table__)
 experiment_tags = cast(Table, ExperimentTagRow.__table__)
 runs = cast(Table, RunRow.__table__)
@@ -162,3 +183,4 @@ metrics = cast(Table, MetricRow.__table__)
 latest_metrics = cast(Table, LatestMetricRow.__table__)
 artifacts = cast(Table, ArtifactRow.__table__)
 ingested_batches = cast(Table, IngestedBatchRow.__table__)
+blob_leases = cast(Table, BlobLeaseRow.__table__)
