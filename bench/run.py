@@ -34,6 +34,17 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import benchdata  # noqa: E402
+from run_history import (  # noqa: E402
+    ABSOLUTE_GOALS,
+    HISTORY_ROWS,
+    absolute_goal_met,
+    add_history_options,
+    history_checks,
+    history_defaults,
+    history_notes,
+    history_sizes,
+    run_history,
+)
 
 try:  # optional
     import psutil  # type: ignore
@@ -324,11 +335,16 @@ class System:
         timeout: float,
         uri: bool = True,
         measured: bool = True,
+        script: Path | None = None,
     ) -> dict:
         idle = None
+        if measured:
+            # Write back what earlier steps left dirty in the page cache (MLflow never fsyncs
+            # its artifacts), so the disk is not still busy with it during this step.
+            os.sync()
         if measured and self.idle_timeout > 0:
             idle = wait_machine_idle(self.idle_timeout, window=self.idle_window)
-        res = self._workload(workload, extra, timeout, uri, measured)
+        res = self._workload(workload, extra, timeout, uri, measured, script)
         if idle is not None:
             res["idle_wait"] = idle
         return res
@@ -338,10 +354,11 @@ class System:
         return tree_cpu_seconds(p.pid) if p is not None and p.poll() is None else 0.0
 
     def _workload(
-        self, workload: str, extra: list[str], timeout: float, uri: bool, measured: bool
+        self, workload: str, extra: list[str], timeout: float, uri: bool, measured: bool,
+        script: Path | None = None,
     ) -> dict:
         self.n_wl += 1
-        argv = [str(self.python), str(self.script), "--workload", workload, *extra]
+        argv = [str(self.python), str(script or self.script), "--workload", workload, *extra]
         if uri:
             argv += ["--uri", self.server.uri]
         err_path = self.log_dir / f"{self.name}-{self.n_wl:02d}-{workload}.stderr.log"
@@ -519,6 +536,8 @@ def bench_system(sysm: System, kind: str, args, tmp: Path, art: dict, shared: di
                 f"down {fmt(d.get('download_mib_per_s'))} MiB/s"
             )
             res["rss_after_d"] = srv.rss()
+        if "h" in args.workloads:
+            res["h"] = run_history(sysm, kind, args, tmp)
     except Exception as e:  # record and move on to the other system
         res["error"] = f"{type(e).__name__}: {e}"
         say(f"{sysm.name}: ABORTED: {res['error']}")
@@ -596,6 +615,8 @@ def checks_for(res: dict, expected: dict, args) -> dict[str, bool | None]:
         c["c: bulk-loaded run matches an HTTP-created run"] = None if bc is None else good and bc
     if "d" in args.workloads:
         c["d: downloaded file hash matches"] = ok("d") and bool(dig(res, "d", "verified"))
+    if "h" in args.workloads:
+        c.update(history_checks(res))
     return c
 
 
@@ -718,6 +739,7 @@ ROW_SPECS = [
         "≥2x",
     ),
     ("e", "c", "(e) server RSS after (c)", "MiB", ("e", "rss_mib"), "memory", 0.5, "≤0.5x"),
+    *HISTORY_ROWS,
 ]
 
 
@@ -750,7 +772,9 @@ def build_rows(systems: dict, checks: dict, args) -> list[dict]:
             verified = workload_ok(checks.get("modelyard", {}), pre) and workload_ok(
                 checks.get("mlflow", {}), pre
             )
-        if goal is None:
+        if key in ABSOLUTE_GOALS:
+            met = absolute_goal_met(key, b, verified)
+        elif goal is None:
             met = "—"
         elif ratio is None:
             met = "not measured"
@@ -870,7 +894,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="modelyard vs MLflow benchmark")
     ap.add_argument("--quick", action="store_true", help="shrink every workload (smoke run)")
     ap.add_argument("--systems", default="mlflow,modelyard")
-    ap.add_argument("--workloads", default="a,b,c,d", help="subset of a,b,c,d ((e) rides on c)")
+    ap.add_argument("--workloads", default="a,b,c,d,h",
+                    help="subset of a,b,c,d,h ((e) rides on c)")
     ap.add_argument("--seconds", type=float, help="(a) duration [20; quick 3]")
     ap.add_argument("--batch-seconds", type=float, help="(b) MLflow target duration [15; quick 3]")
     ap.add_argument("--batches", type=int, default=0, help="(b) fixed N (default: calibrated)")
@@ -879,7 +904,10 @@ def parse_args(argv=None):
     ap.add_argument("--searches", type=int, help="(c) timed searches of each kind [20]")
     ap.add_argument("--artifact-mb", type=int, help="(d) artifact size in MiB [200; quick 20]")
     ap.add_argument("--mlflow-bulk-method", default="orm", choices=["orm", "store"])
+    add_history_options(ap)
     ap.add_argument("--modelyard-bulk-procs", type=int, default=2)
+    ap.add_argument("--modelyard-workers", type=int, default=1,
+                    help="modelyard server worker processes (MLflow runs with 1) [1]")
     ap.add_argument(
         "--repeat",
         type=int,
@@ -921,6 +949,7 @@ def parse_args(argv=None):
         "searches": 20,
         "artifact_mb": 20 if q else 200,
         "idle_timeout": 10.0 if q else 300.0,
+        **history_defaults(q),
     }
     for k, v in defaults.items():
         if getattr(args, k) is None:
@@ -1050,7 +1079,7 @@ def main(argv=None) -> int:
                         "--artifacts",
                         str(tmp / "artifacts"),
                         "--workers",
-                        "1",
+                        str(args.modelyard_workers),
                     ],
                     "/health",
                     sys_env,
@@ -1128,6 +1157,8 @@ def report(
                 "not needed for tracking and would add CPU load and RSS)."
             )
         )
+    if "h" in args.workloads:
+        notes.extend(history_notes(systems, args))
     if args.repeat > 1:
         notes.append(f"(a), (b), (d): best of {args.repeat} repetitions (all in results.json).")
     if interrupted:
@@ -1146,6 +1177,7 @@ def report(
             f"≈{args.batch_seconds:g} s on MLflow; (c) {args.runs:,} runs "
             f"({args.http_runs} over HTTP), "
             f"{args.searches} searches each; (d) {args.artifact_mb} MiB"
+            + history_sizes(args)
         ),
     }
     md = render_markdown(meta, rows, checks, systems, notes)

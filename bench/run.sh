@@ -7,7 +7,8 @@
 #
 # Installs MLflow into its own virtualenv bench/.venv-mlflow the first time
 # (only if it is missing or holds another version), then hands over to
-# bench/run.py under the project's interpreter. See bench/README.md.
+# bench/run.py under the project's interpreter, then bench/search_scale.py (search at
+# 100,000 runs on SQLite and PostgreSQL). See bench/README.md.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,4 +52,14 @@ else
     log "MLflow $MLFLOW_VERSION installed"
 fi
 
-exec "$PY" "$HERE/run.py" "$@"
+status=0
+"$PY" "$HERE/run.py" "$@" || status=$?
+case " $* " in
+    *" --help "*|*" -h "*|*" --from-json "*) exit "$status" ;;
+esac
+[ "$status" -eq 130 ] && exit 130
+# Search at 100,000 runs on SQLite and PostgreSQL (modelyard only: see search_scale.py).
+scale_args=()
+case " $* " in *" --quick "*) scale_args=(--runs 10000 --searches 5) ;; esac
+"$PY" "$HERE/search_scale.py" "${scale_args[@]}" || status=$?
+exit "$status"

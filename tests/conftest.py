@@ -68,7 +68,7 @@ def reset_postgres(url: str) -> None:
         with engine.begin() as conn:
             conn.execute(text(
                 "TRUNCATE metrics, latest_metrics, params, tags, artifacts, ingested_batches, "
-                "runs, experiment_tags RESTART IDENTITY CASCADE"
+                "runs, experiment_tags, blob_leases RESTART IDENTITY CASCADE"
             ))
             conn.execute(text("DELETE FROM experiments WHERE experiment_id <> 0"))
             conn.execute(text("UPDATE experiments SET lifecycle_stage = 'active', "

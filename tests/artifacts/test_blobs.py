@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -247,6 +248,108 @@ class BlobStoreContract:
         fs.pipe_file(f"{root}/objects/zz/not-a-digest", b"stray")
         fs.pipe_file(f"{root}/objects/README", b"stray")
         assert list(store.iter_digests()) == sorted(refs, key=lambda r: r.digest)
+
+
+    # -- staged writes (what an upload holding a lease does) ---------------------------------
+
+    def test_a_staged_blob_is_invisible_until_published(
+        self, store: FsspecBlobStore, backend: tuple[Any, str]
+    ) -> None:
+        staged = store.stage_stream([b"staged ", b"bytes"])
+        assert staged.ref == BlobRef(hash_bytes(b"staged bytes"), 12)
+        assert not store.exists(staged.ref.digest)
+        assert list(store.iter_digests()) == []
+        store.publish(staged)
+        assert store.read_bytes(staged.ref.digest) == b"staged bytes"
+        store.settle(staged)
+        assert self._files_under(backend, "tmp") == []
+        assert store.read_bytes(staged.ref.digest) == b"staged bytes"
+
+    def test_a_duplicate_keeps_its_temp_until_settled_and_replaces_a_claimed_object(
+        self, store: FsspecBlobStore, backend: tuple[Any, str]
+    ) -> None:
+        first = store.put_stream([b"twice"])
+        staged = store.stage_stream([b"twice"])
+        store.publish(staged)  # already stored: the temp copy is kept
+        assert self._files_under(backend, "tmp") == [staged.temp]
+        claim = store.claim(first.digest)  # a collection takes the object meanwhile ...
+        assert claim is not None and not store.exists(first.digest)
+        store.settle(staged)  # ... and settle() puts the kept copy in its place
+        assert store.read_bytes(first.digest) == b"twice"
+        assert self._files_under(backend, "tmp") == []
+        assert store.drop(claim) == 5
+
+    def test_discard_forgets_a_staged_write(
+        self, store: FsspecBlobStore, backend: tuple[Any, str]
+    ) -> None:
+        staged = store.stage_stream([b"abandoned"])
+        store.discard(staged)
+        store.discard(staged)  # twice is fine
+        assert self._files_under(backend, "tmp") == []
+        assert not store.exists(staged.ref.digest)
+
+    def test_a_failing_stream_stages_nothing(
+        self, store: FsspecBlobStore, backend: tuple[Any, str]
+    ) -> None:
+        def chunks() -> Iterator[bytes]:
+            yield b"half"
+            raise RuntimeError("client gone")
+
+        with pytest.raises(RuntimeError):
+            store.stage_stream(chunks())
+        assert self._files_under(backend, "tmp") == []
+
+    # -- claims (garbage collection) ----------------------------------------------------------
+
+    def test_claim_restore_and_drop(self, store: FsspecBlobStore) -> None:
+        ref = store.put_stream([b"claimed"])
+        claim = store.claim(ref.digest)
+        assert claim is not None and claim.startswith(ref.digest + ".")
+        assert not store.exists(ref.digest) and list(store.iter_digests()) == []
+        assert store.claim(ref.digest) is None  # a second claimant finds nothing
+        assert list(store.iter_claims()) == [(claim, ref.digest)]
+        store.restore(claim)
+        assert store.read_bytes(ref.digest) == b"claimed"
+        assert list(store.iter_claims()) == []
+        again = store.claim(ref.digest)
+        assert again is not None
+        assert store.drop(again) == 7
+        assert store.drop(again) == 0
+        assert not store.exists(ref.digest) and list(store.iter_claims()) == []
+
+    @pytest.mark.parametrize("claim", ["x", "../../etc/passwd", "0" * 64,
+                                       "0" * 64 + "./" + "0" * 14, "0" * 64 + "." + "Z" * 16])
+    def test_forged_claim_names_are_refused(self, store: FsspecBlobStore, claim: str) -> None:
+        with pytest.raises(InvalidArgument):
+            store.drop(claim)
+        with pytest.raises(InvalidArgument):
+            store.restore(claim)
+
+    def test_sweep_temp_removes_only_old_leftovers(
+        self, store: FsspecBlobStore, backend: tuple[Any, str]
+    ) -> None:
+        old = store.stage_stream([b"left by a client that died"])
+        assert store.sweep_temp(before=time.time() - 3600, dry_run=False) == (0, 0)
+        assert store.sweep_temp(before=time.time() + 3600, dry_run=True) == (1, 26)
+        assert self._files_under(backend, "tmp") == [old.temp]
+        assert store.sweep_temp(before=time.time() + 3600, dry_run=False) == (1, 26)
+        assert self._files_under(backend, "tmp") == []
+
+    # -- ranges -------------------------------------------------------------------------------
+
+    def test_open_range_reads_only_the_range(self, store: FsspecBlobStore) -> None:
+        data = os.urandom(10_000)
+        ref = store.put_stream([data])
+        assert b"".join(store.open_range(ref.digest, 0, 10_000)) == data
+        assert b"".join(store.open_range(ref.digest, 1234, 4000, chunk_size=1000)) == \
+            data[1234:5234]
+        assert list(store.open_range(ref.digest, 10_000, 0)) == []
+        for start, length in ((-1, 5), (0, 10_001), (9_999, 2), (5, -1)):
+            with pytest.raises(InvalidArgument) as info:
+                store.open_range(ref.digest, start, length)
+            assert info.value.field == "range"
+        with pytest.raises(ArtifactNotFound):
+            store.open_range(hash_bytes(b"absent"), 0, 1)
 
 
 class TestLocalFolderBlobStore(BlobStoreContract):

@@ -122,7 +122,21 @@ def test_runs_list_json_filter_order_and_limit(data: Data) -> None:
                      "attributes.start_time", "--max-results", "1", "--json")
     assert first.exit_code == 0, first.output
     assert [r["run_name"] for r in json.loads(first.stdout)] == ["r1"]
-    assert "more match" in first.stderr
+    assert "first 1 of 3 matching runs" in first.stderr
+
+
+def test_runs_count_and_the_experiment_column(data: Data) -> None:
+    assert data.ok("runs", "count").stdout.strip() == "4"  # every experiment
+    assert data.ok("runs", "count", "-e", "e", "--filter", "metrics.acc > 0.85").stdout == "2\n"
+    assert json.loads(data.ok("runs", "count", "-e", "e", "-e", "other",
+                              "--json").stdout) == {"count": 4}
+    assert data.ok("runs", "count", "--filter", "metrics.acc > 5").stdout.strip() == "0"
+    assert "position" in data.error("runs", "count", "--filter", "metrics.acc >")
+    assert "'ghost'" in data.error("runs", "count", "-e", "ghost")
+    # runs from several experiments: the table says which one each is in
+    header = data.ok("runs", "list").stdout.splitlines()[0]
+    assert "experiment" in header
+    assert "experiment" not in data.ok("runs", "list", "-e", "e").stdout.splitlines()[0]
 
 
 def test_runs_list_by_experiment_id_and_empty(data: Data) -> None:

@@ -105,3 +105,40 @@ def test_artifact_errors(data: Data, local_dir: Path, tmp_path: Path) -> None:
     assert unknown in data.error("artifacts", "get", unknown, "x")
     data.ok("runs", "delete", run_id)
     assert "deleted" in data.error("artifacts", "put", run_id, str(local_dir))
+
+
+def test_put_and_get_through_a_server_in_parts(server: object, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a server a large file goes in resumable parts and several files at once."""
+    import httpx
+    from typer.testing import CliRunner
+
+    from modelyard.cli.main import app
+    from modelyard.wire import routes as r
+
+    url = server.url  # type: ignore[attr-defined]
+    monkeypatch.setenv("MODELYARD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MODELYARD_UPLOAD_PART_MIB", "4")
+    run_id = httpx.post(f"{url}{r.CREATE_RUN.path}", json={"experiment_id": "0"}).json()[
+        "info"]["run_id"]
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    big = os.urandom(1 << 20) * 33 + b"tail"  # over the 32 MiB threshold: 9 parts of 4 MiB
+    (src / "weights.bin").write_bytes(big)
+    for i in range(5):
+        (src / "sub" / f"f{i}.txt").write_text(f"file {i}")
+    runner = CliRunner()
+    put = runner.invoke(app, ["artifacts", "put", run_id, str(src), "--uri", url])
+    assert put.exit_code == 0, put.output
+    assert "uploaded 6 files (33.0 MiB)" in put.stdout
+    listed = json.loads(runner.invoke(app, ["artifacts", "list", run_id, "--json", "--uri",
+                                            url]).stdout)
+    assert {e["path"]: e["digest"] for e in listed}["weights.bin"] == hash_bytes(big)
+    get = runner.invoke(app, ["artifacts", "get", run_id, ".", "--dest", str(tmp_path / "d"),
+                              "--uri", url])
+    assert get.exit_code == 0, get.output
+    assert _tree(tmp_path / "d") == _tree(src)
+    assert not list((tmp_path / "cache" / "uploads").glob("*.json"))
+    # The server's side of it: one multipart session (the big file), complete.
+    sessions = list((tmp_path / "artifacts" / "uploads").iterdir())
+    assert len(sessions) == 1 and (sessions[0] / "result.json").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -58,29 +59,54 @@ def test_gc_frees_exactly_the_deleted_runs_unique_blobs(data: Data, tmp_path: Pa
     gc = ("gc", "--data-dir", data.uri)
     before = _disk_bytes(blobs)
 
+    # What hangs off r1 and o1 (see conftest._write_runs, plus the files put above): r1 has
+    # params lr+layers, acc at steps 0 and 1 and one loss point (latest: acc, loss), tag team
+    # and two artifacts; o1 has param depth, one auc point and one artifact; one batch each.
+    rows = {"runs": 2, "metrics": 4, "latest_metrics": 3, "params": 3, "tags": 1,
+            "artifacts": 3, "ingested_batches": 2, "experiments": 1, "experiment_tags": 0}
+
     # A dry run (the default) reports and changes nothing.
-    out = data.ok(*gc, "--older-than", "0s", uri=False).stdout
-    assert "would purge 2 runs and 1 experiment" in out
+    result = data.ok(*gc, "--older-than", "0s", uri=False)
+    out = result.stdout
+    assert "would purge 2 runs and 1 experiment (19 rows: runs 2, metrics 4, latest_metrics 3" \
+        in out
     assert data.runs["r1"] in out and data.runs["o1"] in out and f"experiment {other_id}" in out
     assert "would free 2 blobs (4.9 KiB)" in out
+    assert "would sweep 0 abandoned uploads (0 B), 0 temp files (0 B) and 0 stale leases" in out
     assert DRY_RUN_NOTE in out
+    audit = [line for line in result.stderr.splitlines() if line.startswith("audit: gc ")]
+    assert len(audit) == 1
+    logged = json.loads(audit[0].removeprefix("audit: gc "))
+    assert logged["event"] == "gc" and logged["dry_run"] is True
+    assert sorted(logged["runs"]) == sorted([data.runs["r1"], data.runs["o1"]])
+    assert logged["rows"] == rows and logged["bytes_freed"] == 5000
     report = json.loads(data.ok(*gc, "--older-than", "0s", "--json", uri=False).stdout)
     assert sorted(report.pop("runs")) == sorted([data.runs["r1"], data.runs["o1"]])
-    assert report == {"experiments": [other_id], "blobs": 2, "bytes_freed": 5000,
-                      "dry_run": True}
+    assert report == {"experiments": [other_id], "rows": rows, "rows_freed": 19, "blobs": 2,
+                      "bytes_freed": 5000, "blobs_kept": 0, "uploads": 0, "upload_bytes": 0,
+                      "temp_files": 0, "temp_bytes": 0, "leases": 0, "trash_settled": 0,
+                      "total_bytes_freed": 5000, "dry_run": True}
     assert _disk_bytes(blobs) == before
     assert len(json.loads(data.ok("runs", "list", "--view", "all", "--json").stdout)) == 4
 
     # Deleted too recently for the default 30 days: nothing goes.
     kept = json.loads(data.ok(*gc, "--no-dry-run", "--json", uri=False).stdout)
-    assert kept == {"runs": [], "experiments": [], "blobs": 0, "bytes_freed": 0,
-                    "dry_run": False}
+    assert kept["runs"] == [] and kept["experiments"] == [] and kept["rows_freed"] == 0
+    assert kept["blobs"] == 0 and kept["bytes_freed"] == 0 and kept["dry_run"] is False
     assert _disk_bytes(blobs) == before
 
     out = data.ok(*gc, "--older-than", "0s", "--no-dry-run", uri=False).stdout
-    assert "purged 2 runs and 1 experiment" in out and "freed 2 blobs (4.9 KiB)" in out
+    assert "purged 2 runs and 1 experiment (19 rows" in out and "freed 2 blobs (4.9 KiB)" in out
     assert DRY_RUN_NOTE not in out
     assert _disk_bytes(blobs) == before - len(u1) - len(u4)
+    db = sqlite3.connect(Path(data.uri) / "modelyard.db")
+    try:
+        for table in ("runs", "metrics", "latest_metrics", "params", "tags", "artifacts"):
+            left = db.execute(f"SELECT count(*) FROM {table} WHERE run_id IN (?, ?)",
+                              (data.runs["r1"], data.runs["o1"])).fetchone()[0]
+            assert left == 0, table
+    finally:
+        db.close()
 
     remaining = json.loads(data.ok("runs", "list", "--view", "all", "--json").stdout)
     assert {r["run_name"] for r in remaining} == {"r2", "r3"}
@@ -102,6 +128,8 @@ def test_gc_errors(data: Data, tmp_path: Path) -> None:
     assert "'30'" in message and "not a duration" in message
     assert "not a duration" in data.error("gc", "--older-than", "soon", "--data-dir", data.uri,
                                           uri=False)
+    assert "--abandoned-after 'x'" in data.error("gc", "--abandoned-after", "x", "--data-dir",
+                                                  data.uri, uri=False)
     missing = tmp_path / "nowhere"
     assert "no modelyard database" in data.error("gc", "--data-dir", str(missing), uri=False)
     assert not missing.exists()

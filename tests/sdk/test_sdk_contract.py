@@ -225,6 +225,36 @@ def test_search_runs_filter_order_and_paging(sdk: Any) -> None:
     raises_exactly(ExperimentNotFound, lambda: sdk.search_runs("no-such-experiment"))
 
 
+def test_counts_totals_and_searching_several_or_all_experiments(sdk: Any) -> None:
+    where = {}
+    for exp, n in (("count-a", 4), ("count-b", 3)):
+        for i in range(n):
+            with sdk.start_run(experiment=exp) as run:
+                run.log_metric("acc", i / 10)
+            where[run.id] = run.experiment_id
+    flt = "metrics.acc >= 0.1"
+    assert sdk.count_runs("count-a", filter=flt) == 3
+    assert sdk.count_runs(["count-a", "count-b"], filter=flt) == 5
+    assert sdk.count_runs(experiments=["count-a", "count-b"]) == 7
+    assert sdk.count_runs(search_all_experiments=True, filter=flt) >= 5
+    page = sdk.search_runs(experiments=["count-a", "count-b"], filter=flt, max_results=2,
+                           include_total=True, order_by=["metrics.acc DESC"])
+    assert (len(page), page.total) == (2, 5)
+    assert page.next_page_token is not None
+    assert sdk.search_runs("count-a", max_results=2).total is None  # only when asked
+    # each run says which experiment it is in
+    everywhere = sdk.search_runs(search_all_experiments=True, filter=flt, max_results=1000)
+    found = {r.id: r.info.experiment_id for r in everywhere if r.id in where}
+    assert found == {r: e for r, e in where.items() if r in found} and len(found) == 5
+    raises_exactly(InvalidArgument, lambda: sdk.search_runs(experiments=[]))
+    raises_exactly(InvalidArgument, lambda: sdk.count_runs(experiments=[]))
+    raises_exactly(InvalidArgument, lambda: sdk.search_runs("count-a", experiments=["count-b"]))
+    raises_exactly(InvalidArgument, lambda: sdk.count_runs(experiments=["count-a"],
+                                                           search_all_experiments=True))
+    raises_exactly(InvalidFilter, lambda: sdk.count_runs("count-a", filter="metrics.acc >"))
+    raises_exactly(ExperimentNotFound, lambda: sdk.count_runs("no-such-experiment"))
+
+
 BAD_FILTERS = [
     ("metrics.acc >> 1", 13),
     ("params.lr = ", 12),

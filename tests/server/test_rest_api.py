@@ -206,3 +206,38 @@ def test_raw_dot_segments_never_escape_the_store(server: Any, api: httpx.Client)
         assert status in (400, 404), (target, raw[:300])
         assert b"root:" not in raw
         assert b"x-frame-options: deny" in raw.lower()
+
+
+def test_search_totals_counts_and_every_experiment(api: httpx.Client) -> None:
+    ids = []
+    for name in ("rest-a", "rest-b"):
+        resp = api.post(r.CREATE_EXPERIMENT.path, json={"name": name})
+        assert resp.status_code == 201, resp.text
+        ids.append(resp.json()["experiment_id"])
+    for exp_id in ids:
+        for i in range(3):
+            run = api.post(r.CREATE_RUN.path, json={"experiment_id": exp_id}).json()
+            resp = api.post(r.LOG_BATCH.url(run_id=run["info"]["run_id"]), json={
+                "metrics": [{"key": "m", "value": i, "step": 0, "timestamp": 0}]})
+            assert resp.status_code == 200, resp.text
+    # experiment_ids omitted: every experiment
+    body = api.post(r.SEARCH_RUNS.path, json={"filter": "metrics.m >= 1", "max_results": 2,
+                                              "include_total": True}).json()
+    assert body["total"] == 4 and len(body["runs"]) == 2 and body["next_page_token"]
+    assert {x["info"]["experiment_id"] for x in body["runs"]} <= set(ids)
+    plain = api.post(r.SEARCH_RUNS.path, json={"experiment_ids": ids[:1]}).json()
+    assert "total" not in plain and len(plain["runs"]) == 3
+    count = api.post(r.COUNT_RUNS.path, json={"experiment_ids": ids, "filter": "metrics.m > 0"})
+    assert count.json() == {"count": 4}
+    assert api.post(r.COUNT_RUNS.path, json={}).json()["count"] == 6
+    # bad input names the field
+    for route, payload, status, field in (  # 422: the body's shape; 400: its meaning
+        (r.SEARCH_RUNS, {"include_total": "yes"}, 422, "include_total"),
+        (r.SEARCH_RUNS, {"experiment_ids": []}, 400, "experiment_ids"),
+        (r.COUNT_RUNS, {"experiment_ids": "1"}, 422, "experiment_ids"),
+        (r.COUNT_RUNS, {"filter": "metrics.m >"}, 400, "filter"),
+        (r.COUNT_RUNS, {"view": "sideways"}, 400, "view"),
+        (r.COUNT_RUNS, {"bogus": 1}, 422, "bogus"),
+    ):
+        err = assert_error(api.post(route.path, json=payload), status)
+        assert err["field"] == field, (payload, err)

@@ -41,7 +41,10 @@ def ids(api: httpx.Client) -> dict[str, str]:
     resp = api.post(r.LOG_BATCH.url(run_id=run), json={"params": [{"key": "lr", "value": "0.1"}]})
     assert resp.status_code == 200
     assert api.put(r.UPLOAD_ARTIFACT.url(run_id=run, path="f.txt"), content=b"x").status_code == 201
-    return {"experiment_id": exp, "run_id": run, "path": "f.txt"}
+    upload = api.post(r.CREATE_UPLOAD.url(run_id=run), json={"path": "big.bin", "size": 10})
+    assert upload.status_code == 201
+    return {"experiment_id": exp, "run_id": run, "path": "f.txt",
+            "upload_id": upload.json()["upload_id"], "part_number": "1"}
 
 
 def url_for(route: r.Route, ids: dict[str, str]) -> str:
@@ -157,12 +160,15 @@ def test_query_parameters_of_the_wrong_type_are_422(api: httpx.Client,
 
 
 def test_unknown_ids_are_404_with_their_code(api: httpx.Client, ids: dict[str, str]) -> None:
-    unknown = {"experiment_id": UNKNOWN_EXP, "run_id": UNKNOWN_RUN, "path": "f.txt"}
+    unknown = {"experiment_id": UNKNOWN_EXP, "run_id": UNKNOWN_RUN, "path": "f.txt",
+               "upload_id": "0" * 32, "part_number": "1"}
     bodies: dict[r.Route, Any] = {
         r.UPDATE_EXPERIMENT: {"description": "x"},
         r.SET_EXPERIMENT_TAG: {"key": "k", "value": "v"},
         r.UPDATE_RUN: {"status": "FINISHED"},
         r.LOG_BATCH: {"metrics": [{"key": "m", "value": 1, "timestamp": 1}]},
+        r.CREATE_UPLOAD: {"path": "f.bin", "size": 1},
+        r.COMPLETE_UPLOAD: {},
     }
     query: dict[r.Route, dict[str, str]] = {r.METRIC_HISTORY: {"key": "m"},
                                             r.DELETE_TAG: {"key": "k"}}
@@ -180,7 +186,7 @@ def test_unknown_ids_are_404_with_their_code(api: httpx.Client, ids: dict[str, s
         resp = api.request(route.method, url_for(route, unknown), **kwargs)
         assert_error(resp, 404, code, "run_id" if "run_id" in names else "experiment_id")
         checked += 1
-    assert checked == 15
+    assert checked == 20
 
     resp = api.post(r.CREATE_RUN.path, json={"experiment_id": UNKNOWN_EXP})
     assert_error(resp, 404, "EXPERIMENT_NOT_FOUND", "experiment_id")

@@ -767,7 +767,7 @@ def test_search_filters(stores: SqlStores, corpus: tuple[str, dict[str, str]]) -
             got = {f"{type(exc).__name__}: {exc}"}
         if got != expected:
             wrong[text] = (sorted(got), sorted(expected))
-    assert not wrong
+    assert not wrong, "\n".join(f"{k}: got {g} expected {e}" for k, (g, e) in wrong.items())
 
 
 def test_search_attribute_ids(stores: SqlStores, corpus: tuple[str, dict[str, str]]) -> None:
@@ -810,13 +810,14 @@ ORDERS: list[tuple[list[str], list[str]]] = [
     (["metrics.acc DESC"], ["eps", "alpha", "gamma", "beta", "delta"]),
     (["metrics.acc ASC"], ["beta", "gamma", "alpha", "eps", "delta"]),
     (["metrics.acc"], ["beta", "gamma", "alpha", "eps", "delta"]),
-    # NaN sorts with the missing values, last in both directions, then by run id
+    # NaN sorts with the missing values, last in both directions; ties (the missing values
+    # too) are broken by run id in the first key's direction
     (["metrics.loss ASC"], ["eps", "alpha", "beta", "gamma", "delta"]),
-    (["metrics.loss DESC"], ["alpha", "eps", "beta", "gamma", "delta"]),
+    (["metrics.loss DESC"], ["alpha", "eps", "delta", "gamma", "beta"]),
     (["params.lr ASC"], ["beta", "alpha", "gamma", "eps", "delta"]),
-    (["params.lr DESC"], ["eps", "alpha", "gamma", "beta", "delta"]),
+    (["params.lr DESC"], ["eps", "gamma", "alpha", "beta", "delta"]),
     (["params.opt"], ["alpha", "delta", "beta", "gamma", "eps"]),
-    (["tags.team DESC"], ["alpha", "eps", "gamma", "beta", "delta"]),
+    (["tags.team DESC"], ["eps", "alpha", "gamma", "beta", "delta"]),
     (["tags.team ASC"], ["beta", "gamma", "alpha", "eps", "delta"]),
     (["attributes.start_time DESC"], ["eps", "delta", "gamma", "beta", "alpha"]),
     (["attributes.start_time"], ["alpha", "beta", "gamma", "delta", "eps"]),
@@ -838,7 +839,7 @@ def test_search_order_by(stores: SqlStores, corpus: tuple[str, dict[str, str]]) 
         got = _names(search(stores, [exp], None, order))
         if got != expected:
             wrong[" , ".join(order)] = (got, expected)
-    assert not wrong
+    assert not wrong, "\n".join(f"{k}: got {g} expected {e}" for k, (g, e) in wrong.items())
 
 
 def test_ties_break_by_run_id(stores: SqlStores) -> None:
@@ -847,9 +848,14 @@ def test_ties_break_by_run_id(stores: SqlStores) -> None:
     for n in order:  # created out of id order, all with the same start time and metric
         r = new_run(stores, n, exp=exp, name=f"r{n}", start=500)
         log(stores, r, metrics=[Metric("m", 1.0, 0, 0)], params={"p": "same"})
-    expected = [rid(n) for n in sorted(order)]
-    for keys in ([], ["metrics.m DESC"], ["metrics.m ASC"], ["params.p DESC"],
-                 ["attributes.start_time DESC"], ["metrics.missing DESC"], ["tags.none"]):
+    ascending = [rid(n) for n in sorted(order)]
+    # in the first key's direction (the default order is start time, newest first)
+    for keys, expected in (([], ascending[::-1]), (["metrics.m DESC"], ascending[::-1]),
+                           (["metrics.m ASC"], ascending), (["params.p DESC"], ascending[::-1]),
+                           (["attributes.start_time DESC"], ascending[::-1]),
+                           (["metrics.missing DESC"], ascending[::-1]),
+                           (["tags.none"], ascending),
+                           (["tags.none", "metrics.m DESC"], ascending)):
         assert [r.id for r in search(stores, [exp], None, keys)] == expected, keys
 
 

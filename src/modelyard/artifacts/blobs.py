@@ -5,6 +5,13 @@ A blob is named by the BLAKE3 digest of its bytes and stored once, at
 file under ``<root>/tmp/`` (the same filesystem) and are renamed into place, so a reader never
 sees a half-written object; content that is already stored is discarded (deduplication). Reads
 are verified against the digest as they stream.
+
+Writing is three steps so that a caller can hold a lease in between (see ``docs/artifacts.md``):
+:meth:`FsspecBlobStore.stage_stream` writes and hashes a temp file, :meth:`~FsspecBlobStore.publish`
+renames it into place (or keeps it when the content is already stored), and
+:meth:`~FsspecBlobStore.settle` makes sure the object exists before the temp file goes.
+Garbage collection claims an object by renaming it into ``<root>/trash/`` and then either
+restores or drops it.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import contextlib
 import os
 import posixpath
 import secrets
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, TypeVar
 
 from blake3 import blake3
 from fsspec.core import url_to_fs
@@ -29,142 +37,14 @@ from modelyard.artifacts.hashing import (
     iter_file_chunks,
     validate_digest,
 )
+from modelyard.artifacts.protocol import BlobStore, StagedBlob
 from modelyard.errors import ArtifactNotFound, IntegrityFailure, InvalidArgument
 
-__all__ = ["BlobRef", "BlobStore", "FsspecBlobStore", "hash_bytes", "hash_file"]
+__all__ = ["BlobRef", "BlobStore", "FsspecBlobStore", "StagedBlob", "hash_bytes", "hash_file"]
 
 MAX_READ_CHUNK = 64 << 20
-
-
-@runtime_checkable
-class BlobStore(Protocol):
-    """Content-addressed storage of immutable byte blobs, named by their BLAKE3 digest."""
-
-    def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
-        """Store the concatenation of ``chunks``, hashing as it streams (constant memory).
-
-        Args:
-            chunks: the content, in pieces of any size.
-
-        Returns:
-            The digest and size of the content. Storing content that is already present
-            returns the same reference and keeps a single copy.
-
-        Raises:
-            Exception: whatever iterating ``chunks`` raises; nothing is stored then.
-            OSError: the backend failed to write.
-        """
-        ...
-
-    def put_file(self, path: Path) -> BlobRef:
-        """Store the content of a local file, streaming it (a file of any size is fine).
-
-        Args:
-            path: a local regular file.
-
-        Returns:
-            The digest and size of the content.
-
-        Raises:
-            FileNotFoundError: ``path`` does not exist.
-            OSError: ``path`` cannot be read or the backend failed to write.
-        """
-        ...
-
-    def open(self, digest: str, *, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream a blob's content, verifying it against ``digest`` as it goes.
-
-        The digest is checked when the last chunk has been read: until the iterator is
-        exhausted without error, treat the bytes received as unverified (write them to a
-        temporary file and move it into place only on success).
-
-        Args:
-            digest: the blob's 64-character lowercase hex digest.
-            chunk_size: the largest chunk yielded, in bytes (1 to 64 MiB).
-
-        Returns:
-            An iterator of chunks of the content.
-
-        Raises:
-            InvalidArgument: ``digest`` is malformed or ``chunk_size`` is out of range
-                (raised by this call, before iterating).
-            ArtifactNotFound: no blob has this digest (raised by this call, before iterating;
-                also while iterating if the blob is deleted meanwhile).
-            IntegrityFailure: the stored bytes do not match ``digest`` (raised by the
-                iterator after the last chunk).
-        """
-        ...
-
-    def read_bytes(self, digest: str) -> bytes:
-        """Return a small blob's whole content, verified against ``digest``.
-
-        Args:
-            digest: the blob's 64-character lowercase hex digest.
-
-        Returns:
-            The content; it is held in memory, so use :meth:`open` for large blobs.
-
-        Raises:
-            InvalidArgument: ``digest`` is malformed.
-            ArtifactNotFound: no blob has this digest.
-            IntegrityFailure: the stored bytes do not match ``digest``.
-        """
-        ...
-
-    def exists(self, digest: str) -> bool:
-        """Tell whether a blob with this digest is stored.
-
-        Args:
-            digest: a 64-character lowercase hex digest.
-
-        Returns:
-            ``True`` if it is stored (its content is not verified here).
-
-        Raises:
-            InvalidArgument: ``digest`` is malformed.
-        """
-        ...
-
-    def size(self, digest: str) -> int:
-        """Return the stored size of a blob in bytes.
-
-        Args:
-            digest: the blob's 64-character lowercase hex digest.
-
-        Returns:
-            The size of the stored object.
-
-        Raises:
-            InvalidArgument: ``digest`` is malformed.
-            ArtifactNotFound: no blob has this digest.
-        """
-        ...
-
-    def delete(self, digest: str) -> int:
-        """Delete a blob; deleting an absent one is not an error.
-
-        Args:
-            digest: the blob's 64-character lowercase hex digest.
-
-        Returns:
-            The number of bytes freed: 0 if the blob was absent.
-
-        Raises:
-            InvalidArgument: ``digest`` is malformed.
-        """
-        ...
-
-    def iter_digests(self) -> Iterator[BlobRef]:
-        """List the stored blobs, sorted by digest.
-
-        Returns:
-            An iterator of the references (digest and stored size) of every blob. Files in the
-            object folder whose names do not form a digest are not blobs and are not listed.
-
-        Raises:
-            OSError: the backend failed to list.
-        """
-        ...
+CLAIM_WAIT_S = 2.0  # how long a reader waits for a collection's verdict on a claimed blob
+T = TypeVar("T")
 
 
 class FsspecBlobStore:
@@ -183,29 +63,66 @@ class FsspecBlobStore:
         self._root = str(root).rstrip("/") or "/"
         self._objects = posixpath.join(self._root, "objects")
         self._tmp = posixpath.join(self._root, "tmp")
-        self._tmp_ready = False
+        self._trash = posixpath.join(self._root, "trash")
+        self._private_ready: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FsspecBlobStore({self._fs.unstrip_protocol(self._root)!r})"
 
-    # -- layout -------------------------------------------------------------------------------
+    # -- layout (shared with the upload area, which lives under the same root) -----------------
+
+    @property
+    def fs(self) -> Any:
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    @property
+    def is_local(self) -> bool:
+        return self._local
 
     def _object_path(self, digest: str) -> str:
         digest = validate_digest(digest)
         return f"{self._objects}/{digest[:2]}/{digest[2:]}"
 
-    def _ensure_tmp(self) -> None:
-        if self._tmp_ready:
+    def private_dir(self, path: str) -> None:
+        """Create a folder under the root that only the server's user may enter (0700)."""
+        if path in self._private_ready:
             return
         if self._local:
             # Temporary files are private: 0700, whatever the umask or a previous owner left.
-            os.makedirs(self._tmp, mode=0o700, exist_ok=True)
-            os.chmod(self._tmp, 0o700)
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            os.chmod(path, 0o700)
         else:
-            self._fs.makedirs(self._tmp, exist_ok=True)
-        self._tmp_ready = True
+            self._fs.makedirs(path, exist_ok=True)
+        self._private_ready.add(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename within the store: atomic on a local filesystem."""
+        if self._local:
+            os.replace(src, dst)
+        else:
+            self._fs.mv(src, dst)
+
+    def remove(self, path: str) -> int:
+        """Remove one file; returns its size (0 if it was absent)."""
+        try:
+            size = int(self._fs.info(path)["size"])
+            if self._local:
+                os.remove(path)
+            else:
+                self._fs.rm_file(path)
+        except FileNotFoundError:
+            return 0
+        return size
 
     # -- writing ------------------------------------------------------------------------------
+
+    def new_temp_path(self) -> str:
+        self.private_dir(self._tmp)
+        return f"{self._tmp}/{secrets.token_hex(16)}.part"
 
     def _write_temp(self, tmp: str, chunks: Iterable[bytes]) -> BlobRef:
         hasher = blake3()
@@ -231,66 +148,114 @@ class FsspecBlobStore:
                     size += len(chunk)
         return BlobRef(digest=hasher.hexdigest(), size=size)
 
-    def _discard(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if self._local:
-                os.remove(path)
-            else:
-                self._fs.rm_file(path)
-
-    def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
-        self._ensure_tmp()
-        tmp = f"{self._tmp}/{secrets.token_hex(16)}.part"
+    def stage_stream(self, chunks: Iterable[bytes]) -> StagedBlob:
+        tmp = self.new_temp_path()
         try:
             ref = self._write_temp(tmp, chunks)
-            final = self._object_path(ref.digest)
-            if self._fs.exists(final):
-                self._discard(tmp)  # already stored: identical content is kept once
-                return ref
-            self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
-            if self._local:
-                os.replace(tmp, final)  # atomic on the same filesystem
-            else:
-                self._fs.mv(tmp, final)
         except BaseException:
-            self._discard(tmp)
+            self.remove(tmp)
             raise
-        return ref
+        return StagedBlob(ref, tmp)
+
+    def adopt_local_file(self, path: str, ref: BlobRef) -> StagedBlob:
+        """Stage a local file that the caller wrote under this store's root, hashed and made
+        durable: it is hard-linked into ``tmp/`` (no copy), or moved where links fail."""
+        if not self._local:
+            raise InvalidArgument("only a local blob store adopts local files", field="path")
+        tmp = self.new_temp_path()
+        try:
+            os.link(path, tmp)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            os.replace(path, tmp)  # a filesystem without hard links: move it instead
+        return StagedBlob(ref, tmp)
+
+    def publish(self, staged: StagedBlob) -> None:
+        final = self._object_path(staged.ref.digest)
+        if self._local:
+            os.makedirs(posixpath.dirname(final), exist_ok=True)
+            try:
+                # A second name for the temp file, created only if the object is absent (the
+                # temp name stays until settle(), so a collection that claims the object
+                # meanwhile cannot leave the caller without its bytes).
+                os.link(staged.temp, final)
+            except FileExistsError:
+                pass  # already stored (deduplication)
+            except OSError:  # a filesystem without hard links: move it in place instead
+                if not os.path.exists(final):
+                    os.replace(staged.temp, final)
+            return
+        if self._fs.exists(final):
+            return  # already stored: the temp object is kept until settle()
+        self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        self._fs.copy(staged.temp, final)  # kept until settle(), as above
+
+    def settle(self, staged: StagedBlob) -> None:
+        final = self._object_path(staged.ref.digest)
+        if not self._fs.exists(final) and self._fs.exists(staged.temp):
+            # A collection claimed the existing object between publish() and now.
+            self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.rename(staged.temp, final)
+        self.remove(staged.temp)
+
+    def discard(self, staged: StagedBlob) -> None:
+        self.remove(staged.temp)
+
+    def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
+        staged = self.stage_stream(chunks)
+        try:
+            self.publish(staged)
+        except BaseException:
+            self.discard(staged)
+            raise
+        self.settle(staged)
+        return staged.ref
 
     def put_file(self, path: Path) -> BlobRef:
         return self.put_stream(iter_file_chunks(Path(path)))
 
     # -- reading ------------------------------------------------------------------------------
 
+    def _claimed(self, digest: str) -> bool:
+        prefix = digest + "."
+        return any(posixpath.basename(str(e["name"])).startswith(prefix)
+                   for e in _ls(self._fs, self._trash))
+
+    def _through_claims(self, digest: str, action: Callable[[], T]) -> T:
+        """Run ``action``; if the object is missing because a garbage collection holds a claim
+        on it (it is checking whether an upload took the blob meanwhile), wait for the
+        verdict: the object comes back within milliseconds, or the claim is dropped."""
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            try:
+                return action()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                if not self._claimed(digest) or time.monotonic() > deadline:
+                    raise _not_found(digest) from None
+            time.sleep(0.005)
+
     def _info_size(self, path: str, digest: str) -> int:
-        try:
+        def size() -> int:
             info = self._fs.info(path)
-        except FileNotFoundError:
-            raise _not_found(digest) from None
-        if info.get("type") != "file":
-            raise _not_found(digest)
-        return int(info["size"])
+            if info.get("type") != "file":
+                raise FileNotFoundError(path)
+            return int(info["size"])
+
+        return self._through_claims(digest, size)
+
+    def _open_object(self, path: str, digest: str) -> Any:
+        return self._through_claims(digest, lambda: self._fs.open(path, "rb"))
 
     def open(self, digest: str, *, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         path = self._object_path(digest)
-        if (
-            not isinstance(chunk_size, int)
-            or isinstance(chunk_size, bool)
-            or not 0 < chunk_size <= MAX_READ_CHUNK
-        ):
-            raise InvalidArgument(
-                f"chunk_size must be an integer from 1 to {MAX_READ_CHUNK}", field="chunk_size"
-            )
-        # Checked now, so a missing blob fails at the call and not at the first chunk.
-        self._info_size(path, digest)
-        return self._verified_chunks(path, digest, chunk_size)
+        _check_chunk_size(chunk_size)
+        # Opened now, so a missing blob fails at the call and not at the first chunk.
+        return self._verified_chunks(self._open_object(path, digest), digest, chunk_size)
 
-    def _verified_chunks(self, path: str, digest: str, chunk_size: int) -> Iterator[bytes]:
+    def _verified_chunks(self, f: Any, digest: str, chunk_size: int) -> Iterator[bytes]:
         hasher = blake3()
-        try:
-            f = self._fs.open(path, "rb")
-        except FileNotFoundError:
-            raise _not_found(digest) from None
         with f:
             while chunk := f.read(chunk_size):
                 hasher.update(chunk)
@@ -301,6 +266,30 @@ class FsspecBlobStore:
                 "tampered with)",
                 field="digest",
             )
+
+    def open_range(self, digest: str, start: int, length: int, *,
+                   chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        path = self._object_path(digest)
+        _check_chunk_size(chunk_size)
+        f = self._open_object(path, digest)
+        size = f.seek(0, os.SEEK_END)
+        if start < 0 or length < 0 or start + length > size:
+            f.close()
+            raise InvalidArgument(f"range {start}+{length} lies outside the blob of {size} "
+                                  "bytes", field="range")
+        f.seek(start)
+        return self._range_chunks(f, digest, length, chunk_size)
+
+    def _range_chunks(self, f: Any, digest: str, length: int,
+                      chunk_size: int) -> Iterator[bytes]:
+        with f:
+            left = length
+            while left > 0:
+                chunk = f.read(min(chunk_size, left))
+                if not chunk:
+                    raise _not_found(digest)  # truncated under us
+                left -= len(chunk)
+                yield chunk
 
     def read_bytes(self, digest: str) -> bytes:
         return b"".join(self.open(digest))
@@ -340,6 +329,90 @@ class FsspecBlobStore:
                 digest = prefix + posixpath.basename(str(obj["name"]))
                 if obj.get("type") == "file" and _is_digest(digest):
                     yield BlobRef(digest=digest, size=int(obj["size"]))
+
+    # -- garbage collection -------------------------------------------------------------------
+
+    def claim(self, digest: str) -> str | None:
+        final = self._object_path(digest)
+        self.private_dir(self._trash)
+        claim = f"{digest}.{secrets.token_hex(8)}"
+        try:
+            self.rename(final, f"{self._trash}/{claim}")
+        except FileNotFoundError:
+            return None
+        return claim
+
+    def _claim_path(self, claim: str) -> tuple[str, str]:
+        digest, dot, token = claim.partition(".")
+        if not dot or len(token) != 16 or not all(c in "0123456789abcdef" for c in token):
+            raise InvalidArgument("not a claim name", field="claim")
+        return f"{self._trash}/{validate_digest(digest)}.{token}", digest
+
+    def restore(self, claim: str) -> None:
+        path, digest = self._claim_path(claim)
+        final = self._object_path(digest)
+        self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        # Should an upload have put the same content back meanwhile, this replaces it with
+        # identical bytes: harmless.
+        with contextlib.suppress(FileNotFoundError):
+            self.rename(path, final)
+
+    def drop(self, claim: str) -> int:
+        path, _ = self._claim_path(claim)
+        return self.remove(path)
+
+    def iter_claims(self) -> Iterator[tuple[str, str]]:
+        for entry in _ls(self._fs, self._trash):
+            name = posixpath.basename(str(entry["name"]))
+            try:
+                _, digest = self._claim_path(name)
+            except InvalidArgument:
+                continue
+            yield name, digest
+
+    def sweep_temp(self, *, before: float, dry_run: bool) -> tuple[int, int]:
+        files = freed = 0
+        for entry in _ls(self._fs, self._tmp):
+            if entry.get("type") != "file":
+                continue
+            mtime = modified_time(entry)
+            if mtime is None or mtime >= before:
+                continue
+            files += 1
+            freed += int(entry["size"]) if dry_run else self.remove(str(entry["name"]))
+        return files, freed
+
+
+def modified_time(info: dict[str, Any]) -> float | None:
+    """Seconds since the epoch a listed object was last written, when the backend says."""
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        timestamp = getattr(value, "timestamp", None)
+        if callable(timestamp):
+            return float(timestamp())
+    return None
+
+
+def _ls(fs: Any, path: str) -> list[dict[str, Any]]:
+    try:
+        return list(fs.ls(path, detail=True))
+    except FileNotFoundError:
+        return []
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if (
+        not isinstance(chunk_size, int)
+        or isinstance(chunk_size, bool)
+        or not 0 < chunk_size <= MAX_READ_CHUNK
+    ):
+        raise InvalidArgument(
+            f"chunk_size must be an integer from 1 to {MAX_READ_CHUNK}", field="chunk_size"
+        )
 
 
 def _is_digest(text: str) -> bool:

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from modelyard.artifacts.blobs import FsspecBlobStore
 from modelyard.backend.files import read_chunks, write_verified
 from modelyard.domain.entities import ArtifactEntry
+from modelyard.domain.history import HistoryFormat
 from modelyard.settings import Settings
 from modelyard.stores.sql import SqlStores, open_sql_stores
 from modelyard.tracking.service import TrackingService
+from modelyard.wire.history_formats import encode_history
+
+
+def _reporting(chunks: Iterable[bytes],
+               on_progress: Callable[[int], None] | None) -> Iterable[bytes]:
+    if on_progress is None:
+        return chunks
+    return _each_reported(chunks, on_progress)
+
+
+def _each_reported(chunks: Iterable[bytes], on_progress: Callable[[int], None]
+                   ) -> Iterator[bytes]:
+    for chunk in chunks:
+        on_progress(len(chunk))
+        yield chunk
 
 
 class LocalBackend(TrackingService):
@@ -24,16 +41,27 @@ class LocalBackend(TrackingService):
             blobs=FsspecBlobStore(settings.artifacts_url),
         )
 
-    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
-        return self.put_artifact(run_id, artifact_path, read_chunks(local_file))
+    def upload_file(self, run_id: str, artifact_path: str, local_file: Path, *,
+                    on_progress: Callable[[int], None] | None = None) -> ArtifactEntry:
+        # Embedded: straight into the blob store, one pass (no parts to resume).
+        return self.put_artifact(run_id, artifact_path,
+                                 _reporting(read_chunks(local_file), on_progress))
 
     def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
         return self.put_artifact(run_id, artifact_path, [data])
 
-    def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
+    def download_file(self, run_id: str, artifact_path: str, dest: Path, *,
+                      digest: str | None = None,
+                      on_progress: Callable[[int], None] | None = None) -> ArtifactEntry:
         entry, chunks = self.open_artifact(run_id, artifact_path)
-        write_verified(chunks, dest, digest=entry.digest)
+        write_verified(_reporting(chunks, on_progress), dest, digest=entry.digest)
         return entry
+
+    def export_metric_history(
+        self, run_id: str, key: str, dest: Path, *, format: HistoryFormat
+    ) -> int:
+        pages = self.iter_metric_history(run_id, key)
+        return write_verified(encode_history(format, key, pages), dest, digest=None)
 
     def close(self) -> None:
         self._stores.close()

@@ -6,11 +6,12 @@ against both to keep it so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
+from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
 
 
@@ -55,26 +56,60 @@ class Backend(Protocol):
         """Returns False when the batch id had already been stored (a retry)."""
         ...
     def delete_tag(self, run_id: str, key: str) -> None: ...
-    def get_metric_history(self, run_id: str, key: str) -> list[Metric]: ...
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None
+    ) -> list[Metric]:
+        """Every point, or at most ``max_points`` keeping the shape (``domain.history``)."""
+        ...
+    def export_metric_history(
+        self, run_id: str, key: str, dest: Path, *, format: HistoryFormat
+    ) -> int:
+        """Stream the full history into ``dest`` (temp file, then renamed) in ``format``.
+
+        Returns:
+            the number of bytes written.
+        """
+        ...
     def search_runs(
         self,
-        experiment_ids: Sequence[str],
+        experiment_ids: Sequence[str] | None,
         *,
         filter: str | None = None,
         order_by: Sequence[str] | None = None,
         view: ViewType | str = ...,
         max_results: int = ...,
         page_token: str | None = None,
-    ) -> Page[Run]: ...
+        include_total: bool = False,
+    ) -> Page[Run]:
+        """``experiment_ids`` None searches every experiment."""
+        ...
+    def count_runs(
+        self,
+        experiment_ids: Sequence[str] | None,
+        *,
+        filter: str | None = None,
+        view: ViewType | str = ...,
+    ) -> int: ...
 
-    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
-        """Stream one local file into the run's artifacts at ``artifact_path``."""
+    def upload_file(self, run_id: str, artifact_path: str, local_file: Path, *,
+                    on_progress: Callable[[int], None] | None = None) -> ArtifactEntry:
+        """Stream one local file into the run's artifacts at ``artifact_path``.
+
+        Remote: large files go in resumable parts, several at once (``docs/artifacts.md``).
+        ``on_progress`` is called with each number of bytes sent (from any thread).
+        """
         ...
     def upload_bytes(self, run_id: str, artifact_path: str, data: bytes) -> ArtifactEntry:
         """Store small in-memory content (text, JSON) as one artifact."""
         ...
-    def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
-        """Stream one artifact to ``dest`` (written to a temp name, verified, then renamed)."""
+    def download_file(self, run_id: str, artifact_path: str, dest: Path, *,
+                      digest: str | None = None,
+                      on_progress: Callable[[int], None] | None = None) -> ArtifactEntry:
+        """Stream one artifact to ``dest`` (written to a temp name, verified, then renamed).
+
+        Remote: an interrupted download resumes with HTTP Range (also from another process
+        when ``digest``, the expected one from the listing, is given).
+        """
         ...
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]: ...
 

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
 
 from modelyard.artifacts.paths import normalize_artifact_path
+from modelyard.artifacts.upload_session import validate_upload_id
 from modelyard.backend import transfer
+from modelyard.backend.answers import raise_for
+from modelyard.backend.multipart import (
+    DEFAULT_PART_SIZE,
+    MULTIPART_THRESHOLD,
+    PARALLEL_PARTS,
+    MultipartUploader,
+    UploadJournal,
+)
+from modelyard.backend.transfer import Progress
 from modelyard.domain import validation as v
 from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
+from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
-from modelyard.errors import InvalidArgument, ModelyardError, Unavailable, error_from_code
+from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
@@ -33,44 +44,57 @@ def _seg(value: str) -> str:
 # such as "", "." or ".." would otherwise change the URL itself (httpx collapses dot segments,
 # an empty id hits the collection and a redirect), reaching another route instead of failing
 # with the InvalidArgument the local backend raises.
-_PATH_VALIDATORS = {"run_id": v.validate_run_id, "experiment_id": v.validate_experiment_id}
+_PATH_VALIDATORS: dict[str, Callable[..., str]] = {
+    "run_id": v.validate_run_id, "experiment_id": v.validate_experiment_id,
+    "upload_id": validate_upload_id,
+}
 
 
-def _raise_for(status: int, body: bytes) -> None:
-    """Raise the error a server answer carries (by its code), or nothing for a 2xx."""
-    if status < 300:  # a redirect means the request went somewhere unintended
-        return
-    try:
-        err = orjson.loads(body)["error"]
-        exc = error_from_code(err["code"], err["message"], field=err.get("field"))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        exc = (Unavailable if status in (502, 503, 504) else ModelyardError)(
-            f"server answered HTTP {status}"
-        )
-    raise exc
+_raise_for = raise_for  # the server's status table, read backwards (backend/answers.py)
 
 
 class RemoteBackend:
-    def __init__(self, base_url: str, *, timeout: httpx.Timeout = _TIMEOUT) -> None:
+    def __init__(self, base_url: str, *, timeout: httpx.Timeout = _TIMEOUT,
+                 cache_dir: Path | None = None, part_size: int = DEFAULT_PART_SIZE,
+                 multipart_threshold: int = MULTIPART_THRESHOLD,
+                 parallel_parts: int = PARALLEL_PARTS) -> None:
+        """Args:
+            cache_dir: where the journal of unfinished multipart uploads lives (so a new
+                process resumes them); None keeps no journal.
+            part_size, multipart_threshold, parallel_parts: files of at least
+                ``multipart_threshold`` bytes go in parts of ``part_size`` bytes (the server
+                accepts 1-256 MiB), ``parallel_parts`` at a time.
+        """
         if not base_url.startswith(("http://", "https://")):
             raise InvalidArgument(f"not an http(s) URL: {base_url!r}", field="uri")
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.multipart_threshold = multipart_threshold
+        journal = None if cache_dir is None else UploadJournal(cache_dir / "uploads")
+        self._multipart = MultipartUploader(
+            self.base_url, self._json_call, journal=journal, part_size=part_size,
+            parallel=parallel_parts, timeout=_TRANSFER_TIMEOUT)
 
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, route: r.Route, *, path: dict[str, str] | None = None,
-              json: Any = None, params: dict[str, Any] | None = None) -> Any:
+              json: Any = None, params: dict[str, Any] | None = None,
+              timeout: float | None = None) -> Any:
         url = route.url(**{k: _seg(_PATH_VALIDATORS[k](val)) for k, val in (path or {}).items()})
         content = None if json is None else orjson.dumps(json)
         headers = {"content-type": "application/json"} if content is not None else None
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             resp = self._http.request(route.method, url, content=content, params=params,
-                                      headers=headers)
+                                      headers=headers, **extra)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.base_url}: {exc}") from exc
         _raise_for(resp.status_code, resp.content)
         return orjson.loads(resp.content) if resp.content else {}
+
+    def _json_call(self, route: r.Route, path: dict[str, str], body: Any,
+                   timeout: float | None) -> Any:
+        return self._call(route, path=path, json=body, timeout=timeout)
 
     # ------------------------------------------------------------------ experiments
 
@@ -166,25 +190,53 @@ class RemoteBackend:
     def delete_tag(self, run_id: str, key: str) -> None:
         self._call(r.DELETE_TAG, path={"run_id": run_id}, params={"key": key})
 
-    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
-        d = self._call(r.METRIC_HISTORY, path={"run_id": run_id}, params={"key": key})
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None
+    ) -> list[Metric]:
+        params: dict[str, Any] = {"key": key}
+        if max_points is not None:  # checked here too: "10" must fail as it does embedded
+            params["max_points"] = v.validate_max_points(max_points)
+        d = self._call(r.METRIC_HISTORY, path={"run_id": run_id}, params=params)
         return w.history_from_json(d)
+
+    def export_metric_history(
+        self, run_id: str, key: str, dest: Path, *, format: HistoryFormat
+    ) -> int:
+        url = r.METRIC_HISTORY.url(run_id=_seg(v.validate_run_id(run_id)))
+        query = urlencode({"key": key, "format": str(format)})
+        answer = transfer.get_to_file(self.base_url, f"{url}?{query}", dest,
+                                      timeout=_TRANSFER_TIMEOUT)
+        _raise_for(answer.status, answer.body)
+        return answer.size
 
     def search_runs(
         self,
-        experiment_ids: Sequence[str],
+        experiment_ids: Sequence[str] | None,
         *,
         filter: str | None = None,
         order_by: Sequence[str] | None = None,
         view: ViewType | str = ViewType.ACTIVE_ONLY,
         max_results: int = 1000,
         page_token: str | None = None,
+        include_total: bool = False,
     ) -> Page[Run]:
-        body = {"experiment_ids": list(experiment_ids), "filter": filter,
+        body = {"experiment_ids": _id_list(experiment_ids), "filter": filter,
                 "order_by": list(order_by or ()), "view": str(view),
-                "max_results": max_results, "page_token": page_token}
+                "max_results": max_results, "page_token": page_token,
+                "include_total": include_total}
         d = self._call(r.SEARCH_RUNS, json=body)
-        return Page([w.run_from_json(x) for x in d["runs"]], d["next_page_token"])
+        return Page([w.run_from_json(x) for x in d["runs"]], d["next_page_token"],
+                    d.get("total"))
+
+    def count_runs(
+        self,
+        experiment_ids: Sequence[str] | None,
+        *,
+        filter: str | None = None,
+        view: ViewType | str = ViewType.ACTIVE_ONLY,
+    ) -> int:
+        body = {"experiment_ids": _id_list(experiment_ids), "filter": filter, "view": str(view)}
+        return int(self._call(r.COUNT_RUNS, json=body)["count"])
 
     # ------------------------------------------------------------------ artifacts
 
@@ -195,9 +247,16 @@ class RemoteBackend:
         # Slashes stay as separators; everything else in each segment is percent-encoded.
         return route.url(run_id=_seg(v.validate_run_id(run_id)), path=quote(clean, safe="/"))
 
-    def upload_file(self, run_id: str, artifact_path: str, local_file: Path) -> ArtifactEntry:
+    def upload_file(self, run_id: str, artifact_path: str, local_file: Path, *,
+                    on_progress: Progress | None = None) -> ArtifactEntry:
         url = self._artifact_url(r.UPLOAD_ARTIFACT, run_id, artifact_path)
-        answer = transfer.put_file(self.base_url, url, local_file, timeout=_TRANSFER_TIMEOUT)
+        if local_file.stat().st_size >= self.multipart_threshold:
+            entry, _ = self._multipart.upload(
+                v.validate_run_id(run_id), normalize_artifact_path(artifact_path), local_file,
+                on_progress=on_progress)
+            return entry
+        answer = transfer.put_file(self.base_url, url, local_file, timeout=_TRANSFER_TIMEOUT,
+                                   on_progress=on_progress)
         _raise_for(answer.status, answer.body)
         return w.artifact_from_json(orjson.loads(answer.body))
 
@@ -213,9 +272,14 @@ class RemoteBackend:
         _raise_for(resp.status_code, resp.content)
         return w.artifact_from_json(orjson.loads(resp.content))
 
-    def download_file(self, run_id: str, artifact_path: str, dest: Path) -> ArtifactEntry:
+    def download_file(self, run_id: str, artifact_path: str, dest: Path, *,
+                      digest: str | None = None,
+                      on_progress: Progress | None = None) -> ArtifactEntry:
         url = self._artifact_url(r.DOWNLOAD_ARTIFACT, run_id, artifact_path)
-        answer = transfer.get_to_file(self.base_url, url, dest, timeout=_TRANSFER_TIMEOUT)
+        # Resumable: an interrupted download (this process or an earlier one) goes on with
+        # HTTP Range from where it stopped; the whole file is verified at the end.
+        answer = transfer.download_resumable(self.base_url, url, dest, digest=digest,
+                                             timeout=_TRANSFER_TIMEOUT, on_progress=on_progress)
         _raise_for(answer.status, answer.body)
         return ArtifactEntry(normalize_artifact_path(artifact_path), answer.digest or "",
                              answer.size)
@@ -226,3 +290,10 @@ class RemoteBackend:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _id_list(experiment_ids: Sequence[str] | None) -> object:
+    # a bare string is sent as it is, so the server refuses it exactly as embedded mode does
+    if experiment_ids is None or isinstance(experiment_ids, str):
+        return experiment_ids
+    return list(experiment_ids)

@@ -1,13 +1,19 @@
-"""``modelyard gc``: purge soft-deleted runs and experiments, then free unreferenced blobs.
+"""``modelyard gc``: purge soft-deleted runs and experiments, free unreferenced blobs, sweep
+abandoned uploads.
 
 It works on the database and the blob store directly (never through a server): run it where
-the operator's configuration is, like ``modelyard db upgrade``.
+the operator's configuration is, like ``modelyard db upgrade``. Uploads in flight are safe
+(``tracking/gc.py``); each collection writes one line to the ``modelyard.audit`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -16,6 +22,7 @@ from modelyard.cli.common import handle_errors, print_json
 from modelyard.cli.server import ARTIFACTS_HELP, DATA_HELP, DB_HELP, settings_from_flags
 from modelyard.cli.shared import human_bytes, json_option, say
 from modelyard.errors import InvalidArgument
+from modelyard.tracking.gc import GcReport
 
 DRY_RUN_NOTE = "dry run: nothing was changed; pass --no-dry-run to free it"
 
@@ -24,7 +31,7 @@ _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
 _DURATION_RE = re.compile(r"(\d{1,12})\s*(ms|s|m|h|d|w)")
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, *, option: str = "--older-than") -> int:
     """``0s``, ``90m``, ``12h``, ``30d``, ``2w`` (also ``1d12h``) → milliseconds.
 
     Raises:
@@ -40,8 +47,9 @@ def parse_duration(text: str) -> int:
         pos = match.end()
     if not cleaned or pos != len(cleaned):
         raise InvalidArgument(
-            f"--older-than {text!r} is not a duration; use a whole number and a unit "
-            "(ms, s, m, h, d or w), e.g. 0s, 90m, 12h or 30d", field="older_than")
+            f"{option} {text!r} is not a duration; use a whole number and a unit "
+            "(ms, s, m, h, d or w), e.g. 0s, 90m, 12h or 30d",
+            field=option.removeprefix("--").replace("-", "_"))
     return total
 
 
@@ -59,6 +67,51 @@ def _check_database_exists(db_url: str) -> None:
                               field="db")
 
 
+@contextmanager
+def _audit_to_stderr() -> Iterator[None]:
+    """Show the audit line on stderr unless the application configured that logger."""
+    logger = logging.getLogger("modelyard.audit")
+    if logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("audit: %(message)s"))
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _say_report(report: GcReport) -> None:
+    verb = "would purge" if report.dry_run else "purged"
+    rows = ", ".join(f"{table} {n}" for table, n in report.rows.items() if n)
+    say(f"{verb} {_plural(len(report.runs), 'run')} and "
+        f"{_plural(len(report.experiments), 'experiment')} "
+        f"({_plural(report.rows_freed, 'row')}{': ' + rows if rows else ''})")
+    for exp_id in report.experiments:
+        say(f"  experiment {exp_id}")
+    for run_id in report.runs:
+        say(f"  run {run_id}")
+    freed = "would free" if report.dry_run else "freed"
+    say(f"{freed} {_plural(report.blobs, 'blob')} ({human_bytes(report.bytes_freed)})")
+    if report.blobs_kept:
+        say(f"kept {_plural(report.blobs_kept, 'blob')} an upload in flight took meanwhile")
+    sweep = "would sweep" if report.dry_run else "swept"
+    say(f"{sweep} {_plural(report.uploads, 'abandoned upload')} "
+        f"({human_bytes(report.upload_bytes)}), {_plural(report.temp_files, 'temp file')} "
+        f"({human_bytes(report.temp_bytes)}) and {_plural(report.leases, 'stale lease')}")
+    if report.dry_run:
+        say(DRY_RUN_NOTE)
+
+
 @handle_errors
 def gc(
     older_than: str = typer.Option("30d", "--older-than",
@@ -66,40 +119,36 @@ def gc(
                                         "(0s, 90m, 12h, 30d, 2w)."),
     dry_run: bool = typer.Option(True, "--dry-run/--no-dry-run",
                                  help="Only report what would be freed (the default)."),
+    abandoned_after: str = typer.Option(
+        "1d", "--abandoned-after",
+        help="Uploads, temp files and leases idle this long belong to clients that died."),
     db: str | None = typer.Option(None, help=DB_HELP),
     artifacts: str | None = typer.Option(None, help=ARTIFACTS_HELP),
     data_dir: str | None = typer.Option(None, help=DATA_HELP),
     as_json: bool = json_option(),
 ) -> None:
-    """Purge soft-deleted runs and experiments and free the blobs no run uses any more."""
+    """Purge soft-deleted runs and experiments, free the blobs no run uses any more, and sweep
+    what interrupted uploads left behind. Safe while uploads are in flight."""
     from modelyard.artifacts.blobs import FsspecBlobStore
+    from modelyard.artifacts.uploads import UploadArea
     from modelyard.stores.sql import open_sql_stores
     from modelyard.tracking.gc import collect_garbage
 
     older_than_ms = parse_duration(older_than)
+    abandoned_ms = parse_duration(abandoned_after, option="--abandoned-after")
     settings = settings_from_flags(db, artifacts, data_dir)
     _check_database_exists(settings.db_url)
     stores = open_sql_stores(settings.db_url, create_if_empty=False)
+    blobs = FsspecBlobStore(settings.artifacts_url)
     try:
-        report = collect_garbage(stores.maintenance, FsspecBlobStore(settings.artifacts_url),
-                                 older_than_ms=older_than_ms, now_ms=int(time.time() * 1000),
-                                 dry_run=dry_run)
+        with _audit_to_stderr():
+            report = collect_garbage(stores.maintenance, blobs, uploads=UploadArea(blobs),
+                                     older_than_ms=older_than_ms,
+                                     now_ms=int(time.time() * 1000), dry_run=dry_run,
+                                     abandoned_after_ms=abandoned_ms)
     finally:
         stores.close()
     if as_json:
-        print_json({"runs": list(report.runs), "experiments": list(report.experiments),
-                    "blobs": report.blobs, "bytes_freed": report.bytes_freed,
-                    "dry_run": report.dry_run})
+        print_json(report.to_json())
         return
-    verb = "would purge" if report.dry_run else "purged"
-    say(f"{verb} {len(report.runs)} run{'s' if len(report.runs) != 1 else ''} and "
-        f"{len(report.experiments)} experiment{'s' if len(report.experiments) != 1 else ''}")
-    for exp_id in report.experiments:
-        say(f"  experiment {exp_id}")
-    for run_id in report.runs:
-        say(f"  run {run_id}")
-    freed = "would free" if report.dry_run else "freed"
-    say(f"{freed} {report.blobs} blob{'s' if report.blobs != 1 else ''} "
-        f"({human_bytes(report.bytes_freed)})")
-    if report.dry_run:
-        say(DRY_RUN_NOTE)
+    _say_report(report)

@@ -11,9 +11,9 @@ from rich.text import Text
 
 from modelyard.backend.protocol import Backend
 from modelyard.cli.common import console, err_console, handle_errors, print_json
+from modelyard.cli.history import history_command
 from modelyard.cli.shared import (
     about_run,
-    all_experiments,
     cell,
     check_view,
     fmt_number,
@@ -28,7 +28,7 @@ from modelyard.cli.shared import (
     view_option,
 )
 from modelyard.domain import search
-from modelyard.domain.entities import Run, ViewType
+from modelyard.domain.entities import Run
 from modelyard.domain.validation import validate_max_results
 from modelyard.errors import InvalidArgument, InvalidFilter
 
@@ -100,11 +100,11 @@ def _value(run: Run, column: str) -> str:
     return run.params.get(key, "")
 
 
-def _experiment_ids(b: Backend, refs: Sequence[str], view: ViewType) -> list[str]:
+def _experiment_ids(b: Backend, refs: Sequence[str]) -> list[str] | None:
+    """The experiments named (by id or name); None, meaning every experiment, for none."""
     if refs:
         return list(dict.fromkeys(resolve_experiment(b, ref).experiment_id for ref in refs))
-    exp_view = ViewType.ACTIVE_ONLY if view is ViewType.ACTIVE_ONLY else ViewType.ALL
-    return [e.experiment_id for e in all_experiments(b, exp_view)]
+    return None
 
 
 @runs_app.command("list")
@@ -123,16 +123,11 @@ def list_runs(
     run_view = check_view(view)
     validate_max_results(max_results)
     b = open_backend(uri)
-    ids = _experiment_ids(b, experiment, run_view)
-    if not ids:
-        runs: list[Run] = []
-        more = False
-    else:
-        page = b.search_runs(ids, filter=filter_expr, order_by=order_by, view=run_view,
-                             max_results=max_results)
-        runs, more = list(page.items), page.next_page_token is not None
-    if more:
-        err_console.print(f"showing the first {len(runs)} runs; more match "
+    page = b.search_runs(_experiment_ids(b, experiment), filter=filter_expr, order_by=order_by,
+                         view=run_view, max_results=max_results, include_total=True)
+    runs: list[Run] = list(page.items)
+    if page.next_page_token is not None:
+        err_console.print(f"showing the first {len(runs)} of {page.total:,} matching runs "
                           "(raise --max-results or narrow --filter)", highlight=False)
     if as_json:
         print_json([run_json(r) for r in runs])
@@ -146,12 +141,35 @@ def list_runs(
     table.add_column("name", style="cyan")
     table.add_column("status")
     table.add_column("start", no_wrap=True)
+    several = len({r.info.experiment_id for r in runs}) > 1
+    if several:
+        table.add_column("experiment", justify="right")
     for column in columns:
         table.add_column(column, justify="right" if column.startswith("metrics.") else "left")
     for run in runs:
+        where = [run.info.experiment_id] if several else []
         table.add_row(run.id, cell(run.name), _status_text(run.status.value),
-                      fmt_time(run.start_time), *(cell(_value(run, c)) for c in columns))
+                      fmt_time(run.start_time), *where, *(cell(_value(run, c)) for c in columns))
     console.print(table)
+
+
+@runs_app.command("count")
+@handle_errors
+def count_runs(
+    experiment: list[str] = typer.Option([], "--experiment", "-e", help=EXPERIMENT_HELP),  # noqa: B008
+    filter_expr: str | None = typer.Option(None, "--filter", "-f", help=FILTER_HELP),
+    view: str = view_option(),
+    as_json: bool = json_option(),
+    uri: str | None = uri_option(),
+) -> None:
+    """How many runs match a filter, without listing them."""
+    run_view = check_view(view)
+    b = open_backend(uri)
+    count = b.count_runs(_experiment_ids(b, experiment), filter=filter_expr, view=run_view)
+    if as_json:
+        print_json({"count": count})
+        return
+    typer.echo(count)
 
 
 def _kv_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
@@ -269,3 +287,6 @@ def restore_run(
     with about_run(run_id):
         open_backend(uri).restore_run(run_id)
     say(f"restored run {run_id}")
+
+
+runs_app.command("history")(history_command)

@@ -8,6 +8,7 @@ no URI was set explicitly.
 from __future__ import annotations
 
 import atexit
+import functools
 import getpass
 import os
 import sys
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.artifacts.paths import normalize_artifact_path, safe_join
+from modelyard.backend.parallel import run_parallel
 from modelyard.backend.protocol import Backend
 from modelyard.client.run import ActiveRun
 from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run
+from modelyard.domain.history import parse_history_format
 from modelyard.domain.paging import Page
 from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import (
@@ -63,11 +66,34 @@ def backend(uri: str | None = None) -> Backend:
         return found
 
 
+def _cache_dir() -> Path:
+    """Where the SDK keeps its journal of unfinished uploads (``MODELYARD_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/modelyard``, else ``~/.cache/modelyard``)."""
+    explicit = os.environ.get("MODELYARD_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modelyard"
+
+
+def _part_size() -> int:
+    """``MODELYARD_UPLOAD_PART_MIB`` (1-256) in bytes, else the default (16 MiB)."""
+    from modelyard.backend.multipart import DEFAULT_PART_SIZE
+
+    text = os.environ.get("MODELYARD_UPLOAD_PART_MIB", "").strip()
+    if not text:
+        return DEFAULT_PART_SIZE
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 256:
+        raise InvalidArgument(f"MODELYARD_UPLOAD_PART_MIB must be a whole number from 1 to "
+                              f"256, not {text!r}", field="MODELYARD_UPLOAD_PART_MIB")
+    return int(text) << 20
+
+
 def _open_backend(uri: str) -> Backend:
     if uri.startswith(("http://", "https://")):
         from modelyard.backend.remote import RemoteBackend
 
-        return RemoteBackend(uri)
+        return RemoteBackend(uri, cache_dir=_cache_dir(), part_size=_part_size())
     from modelyard.backend.local import LocalBackend
     from modelyard.settings import Settings
 
@@ -225,13 +251,48 @@ def get_run(run_id: str) -> Run:
     return backend().get_run(run_id)
 
 
-def get_metric_history(run_id: str, key: str) -> list[Metric]:
-    """Every point of one metric, ordered by step and timestamp."""
-    return backend().get_metric_history(run_id, key)
+def get_metric_history(run_id: str, key: str, max_points: int | None = None) -> list[Metric]:
+    """One metric's points, ordered by step, timestamp and logging order.
+
+    Args:
+        max_points: None (default) for every point; else 2-100,000: at most that many points
+            that keep the history's shape, for charts. Computed by the database: the first
+            and last point, and per step bucket the smallest and largest value (so spikes,
+            ``inf`` and ``-inf`` always show) and the first NaN. A history of at most
+            ``max_points`` points comes back whole. See docs/metrics.md.
+    Raises:
+        RunNotFound: no such run (a key the run never logged gives ``[]``).
+        InvalidArgument: ``max_points`` out of range (field ``max_points``).
+    """
+    return backend().get_metric_history(run_id, key, max_points=max_points)
+
+
+def export_metric_history(run_id: str, key: str, dest: str | os.PathLike[str],
+                          format: str = "csv") -> Path:
+    """Stream one metric's full history into the file ``dest``, with constant memory.
+
+    Args:
+        format: ``"csv"`` (``step,timestamp,value``; values read back exactly with
+            ``float()``) or ``"arrow"`` (Arrow IPC stream: ``pyarrow.ipc.open_stream``).
+    Returns:
+        the path written; it appears only once the whole history is in it.
+    Raises:
+        RunNotFound; InvalidArgument: a bad ``format`` (field ``format``) or ``dest`` that is
+        a directory (field ``dest``).
+    """
+    fmt = parse_history_format(format)
+    path = Path(dest)
+    if path.is_dir():
+        raise InvalidArgument(f"dest {str(path)!r} is a directory; name the file to write",
+                              field="dest")
+    backend().export_metric_history(run_id, key, path, format=fmt)
+    return path
 
 
 def _experiment_ids(b: Backend, experiment: str | Sequence[str] | None) -> list[str]:
-    names = [experiment] if isinstance(experiment, str) else list(experiment or ["0"])
+    if experiment is None:
+        return ["0"]
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
     ids = []
     for name in names:
         ids.append(name if is_experiment_id(name) else b.get_experiment_by_name(name).experiment_id)
@@ -245,15 +306,51 @@ def search_runs(
     max_results: int = 100,
     page_token: str | None = None,
     view: str = "active_only",
+    *,
+    experiments: Sequence[str] | None = None,
+    search_all_experiments: bool = False,
+    include_total: bool = False,
 ) -> Page[Run]:
     """Runs of one or more experiments (names or ids) matching a filter.
 
     Example: ``search_runs("churn", "metrics.acc > 0.9 and params.lr = '0.1'",
     order_by=["metrics.acc DESC"])``. Pass ``page_token=page.next_page_token`` for more.
+    ``experiments=[...]`` (or a list as ``experiment``) searches several experiments with one
+    filter, order and paging; ``search_all_experiments=True`` searches every one. Each run's
+    ``info.experiment_id`` says where it is. ``include_total=True`` also sets ``page.total``
+    to the number of runs matching in all.
     """
     b = backend()
-    return b.search_runs(_experiment_ids(b, experiment), filter=filter, order_by=order_by,
-                         view=view, max_results=max_results, page_token=page_token)
+    return b.search_runs(_scope(b, experiment, experiments, search_all_experiments),
+                         filter=filter, order_by=order_by, view=view,
+                         max_results=max_results, page_token=page_token,
+                         include_total=include_total)
+
+
+def count_runs(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,
+    view: str = "active_only",
+    *,
+    experiments: Sequence[str] | None = None,
+    search_all_experiments: bool = False,
+) -> int:
+    """How many runs match (same arguments as :func:`search_runs`), without fetching them."""
+    b = backend()
+    return b.count_runs(_scope(b, experiment, experiments, search_all_experiments),
+                        filter=filter, view=view)
+
+
+def _scope(b: Backend, experiment: str | Sequence[str] | None,
+           experiments: Sequence[str] | None, search_all: bool) -> list[str] | None:
+    if search_all:
+        if experiment is not None or experiments is not None:
+            raise InvalidArgument("pass experiments or search_all_experiments=True, not both",
+                                  field="experiments")
+        return None
+    if experiment is not None and experiments is not None:
+        raise InvalidArgument("pass experiment or experiments, not both", field="experiments")
+    return _experiment_ids(b, experiments if experiments is not None else experiment)
 
 
 def list_artifacts(run_id: str, path: str = "") -> list[ArtifactEntry]:
@@ -273,12 +370,14 @@ def download_artifacts(run_id: str, path: str = "", dest: str | os.PathLike[str]
     exact = [e for e in entries if e.path == clean]
     if exact:
         target = safe_join(root, clean.rsplit("/", 1)[-1])
-        b.download_file(run_id, clean, target)
+        b.download_file(run_id, clean, target, digest=exact[0].digest)
         return target
     if not entries:
         raise ArtifactNotFound(f"run {run_id} has no artifact at {path!r}", field="path")
-    for entry in entries:
-        b.download_file(run_id, entry.path, safe_join(root, entry.path))
+    # A few files at once; each is verified, and resumable after an interruption.
+    run_parallel([functools.partial(b.download_file, run_id, entry.path,
+                                    safe_join(root, entry.path), digest=entry.digest)
+                  for entry in entries])
     return safe_join(root, clean) if clean else root.absolute()
 
 

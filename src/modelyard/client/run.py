@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -12,6 +13,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from modelyard.artifacts.paths import iter_local_tree, normalize_artifact_path
+from modelyard.backend.parallel import run_parallel
 from modelyard.backend.protocol import Backend
 from modelyard.client.sender import BatchSender
 from modelyard.domain import validation as v
@@ -179,12 +181,12 @@ class ActiveRun:
         root = Path(local_dir)
         if not root.is_dir():
             raise InvalidArgument(f"{str(root)!r} is not a directory", field="local_dir")
-        stored: list[str] = []
-        for rel, file in iter_local_tree(root):  # refuses symlinks that escape root
-            dest = normalize_artifact_path(_join(path, rel))
-            self._backend.upload_file(self.id, dest, file)
-            stored.append(dest)
-        return stored
+        # The whole tree is checked (symlinks that escape root refused) before any upload.
+        plan = [(normalize_artifact_path(_join(path, rel)), file)
+                for rel, file in iter_local_tree(root)]
+        run_parallel([functools.partial(self._backend.upload_file, self.id, dest, file)
+                      for dest, file in plan])  # a few files at once
+        return [dest for dest, _ in plan]
 
     def log_text(self, text: str, artifact_file: str) -> str:
         dest = normalize_artifact_path(artifact_file)

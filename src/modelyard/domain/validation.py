@@ -26,6 +26,9 @@ MAX_BATCH_TAGS = 1000
 MAX_RESULTS = 50000
 MAX_FILTER_LENGTH = 10000
 MAX_FILTER_COMPARISONS = 200
+# A downsampled metric history: at least the first and last point, at most this many.
+MIN_HISTORY_POINTS = 2
+MAX_HISTORY_POINTS = 100000
 SYSTEM_TAG_PREFIX = "modelyard."
 # int64 bounds: what both SQLite INTEGER and PostgreSQL BIGINT hold.
 MAX_INT64 = 2**63 - 1
@@ -225,5 +228,18 @@ def validate_max_results(value: object, *, limit: int = MAX_RESULTS) -> int:
     if value > limit:
         raise InvalidArgument(
             f"max_results is {value}; the limit is {limit}", field="max_results"
+        )
+    return value
+
+
+def validate_max_points(value: object) -> int:
+    """``max_points`` of a downsampled metric history."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument("max_points must be an integer", field="max_points")
+    if not MIN_HISTORY_POINTS <= value <= MAX_HISTORY_POINTS:
+        raise InvalidArgument(
+            f"max_points is {value}; it must be between {MIN_HISTORY_POINTS} and "
+            f"{MAX_HISTORY_POINTS}",
+            field="max_points",
         )
     return value

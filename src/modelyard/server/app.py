@@ -13,12 +13,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
 from modelyard.artifacts.blobs import FsspecBlobStore
+from modelyard.artifacts.uploads import UploadArea
 from modelyard.errors import ErrorCode
 from modelyard.server.errors import error_response, install_error_handlers
-from modelyard.server.routes import artifacts, experiments, health, runs
+from modelyard.server.routes import artifacts, experiments, health, history, runs, uploads
 from modelyard.settings import Settings
 from modelyard.stores.sql import open_sql_stores
-from modelyard.tracking.service import TrackingService
+from modelyard.tracking.service import TrackingService, now_ms
+from modelyard.tracking.uploads import UploadService
 
 SETTINGS_ENV = "MODELYARD_SERVER_SETTINGS"
 
@@ -109,8 +111,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.stores = stores
     app.state.service = service
+    app.state.uploads = UploadService(runs=stores.runs, artifact_index=stores.artifacts,
+                                      blobs=blobs, area=UploadArea(blobs), clock=now_ms)
     install_error_handlers(app)
-    for module in (health, experiments, runs, artifacts):
+    for module in (health, experiments, runs, history, artifacts, uploads):
         app.include_router(module.router)
     app.add_middleware(TrustedHosts, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)  # added last: outermost, so even a refusal carries them

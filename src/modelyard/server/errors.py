@@ -44,8 +44,11 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
+    # FastAPI puts where the value was (body, query, path) first; a body field may itself be
+    # named "path" (an artifact path), so only that leading marker goes.
+    if len(loc) > 1 and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or "body"
 
 
 def validation_response(errors: list[Any]) -> Response:

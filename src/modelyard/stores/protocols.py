@@ -6,7 +6,7 @@ SQLAlchemy (SQLite and PostgreSQL). Services receive them injected and never bui
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from modelyard.domain.entities import (
@@ -19,6 +19,7 @@ from modelyard.domain.entities import (
     RunStatus,
     ViewType,
 )
+from modelyard.domain.history import HistoryColumns
 from modelyard.domain.paging import Page
 from modelyard.domain.search import Expr, OrderKey
 
@@ -109,25 +110,66 @@ class RunStore(Protocol):
     def delete_tag(self, run_id: str, key: str) -> None:
         """Raises: RunNotFound, NotFound (no such tag)."""
 
-    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """Every point of one metric, ordered by step, timestamp. Raises: RunNotFound."""
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None
+    ) -> list[Metric]:
+        """One metric's points in history order (step, timestamp, logging order).
+
+        Args:
+            max_points: None for every point; else at most this many (>= 2), downsampled in
+                the database by the rule in ``modelyard.domain.history``.
+        Returns:
+            the points; [] for a key the run never logged.
+        Raises:
+            RunNotFound.
+        """
+
+    def iter_metric_history(
+        self, run_id: str, key: str, *, page_size: int = ...
+    ) -> Iterator[HistoryColumns]:
+        """Every point of one metric in history order, as column pages of ``page_size``
+        points read in separate short transactions (constant memory for any length).
+
+        Raises:
+            RunNotFound: at the call, before the first page is read.
+        """
 
     def search_runs(
         self,
-        experiment_ids: Sequence[str],
+        experiment_ids: Sequence[str] | None,
         *,
         filter_expr: Expr | None,
         order_by: Sequence[OrderKey],
         view: ViewType,
         max_results: int,
         page_token: str | None,
+        include_total: bool = False,
     ) -> Page[Run]:
-        """Runs matching the filter, compiled to SQL; stable order ending in run id."""
+        """Runs matching the filter, compiled to SQL, in ``experiment_ids`` (None: every
+        experiment). The order ends in run id; page tokens are keyset cursors, so paging is
+        stable under concurrent inserts. ``include_total`` also counts every match.
+
+        Raises: InvalidArgument (a malformed page token or one of another query).
+        """
+
+    def count_runs(
+        self, experiment_ids: Sequence[str] | None, *, filter_expr: Expr | None, view: ViewType
+    ) -> int:
+        """How many runs match, without fetching them."""
 
 
 class ArtifactIndex(Protocol):
-    def put_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry]) -> None:
-        """Add or replace manifest entries. Raises: RunNotFound, InvalidState."""
+    def put_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry], *,
+                      release_lease: str | None = None) -> None:
+        """Add or replace manifest entries; in the same transaction, drop the lease
+        ``release_lease`` (if given). Raises: RunNotFound, InvalidState (nothing changed)."""
+
+    def add_lease(self, digest: str, *, now: int) -> str:
+        """Record (and commit) that an upload is about to name blob ``digest`` in a manifest,
+        so garbage collection keeps it. Returns: the new lease id."""
+
+    def drop_lease(self, lease_id: str) -> None:
+        """Remove a lease (absent is fine): the upload gave up."""
 
     def list_artifacts(self, run_id: str, *, prefix: str) -> list[ArtifactEntry]:
         """Entries at or below ``prefix`` ("" = all), ordered by path. Raises: RunNotFound."""
@@ -141,8 +183,26 @@ class Maintenance(Protocol):
         """(run ids, experiment ids) soft-deleted before ``cutoff`` ms; runs include those of
         the experiments listed."""
 
-    def purge(self, *, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> None:
-        """Remove those rows for good, with everything that hangs off them."""
+    def count_rows(self, *, run_ids: Sequence[str],
+                   experiment_ids: Sequence[str]) -> dict[str, int]:
+        """The rows :meth:`purge` would remove, by table name (runs, metrics, latest_metrics,
+        params, tags, artifacts, ingested_batches, experiments, experiment_tags)."""
+
+    def purge(self, *, run_ids: Sequence[str],
+              experiment_ids: Sequence[str]) -> dict[str, int]:
+        """Remove those rows for good, with everything that hangs off them, in one
+        transaction. Returns: the rows removed, by table name (as :meth:`count_rows`)."""
 
     def referenced_digests(self, *, excluding_runs: Sequence[str] = ()) -> set[str]:
         """Every blob digest named by a manifest entry of a run not in ``excluding_runs``."""
+
+    def leased_digests(self, *, since: int) -> set[str]:
+        """Digests of the leases created at or after ``since`` (ms)."""
+
+    def blob_in_use(self, digest: str, *, leases_since: int) -> bool:
+        """Whether a manifest names ``digest`` or a lease created at or after
+        ``leases_since`` holds it, read in one snapshot of both."""
+
+    def drop_leases(self, *, before: int, dry_run: bool = False) -> int:
+        """Remove leases created before ``before`` (ms; uploads that died). Returns: how
+        many (that would be, on a dry run)."""

@@ -24,13 +24,15 @@ from modelyard.domain.entities import (
     Tag,
     ViewType,
 )
+from modelyard.domain.history import HistoryColumns
 from modelyard.domain.names import new_run_id, new_run_name
 from modelyard.domain.paging import Page
 from modelyard.domain.search import parse_filter, parse_order_by
 from modelyard.errors import ExperimentNotFound, InvalidArgument
+from modelyard.tracking.artifact_writes import publish_artifact
 
 if TYPE_CHECKING:
-    from modelyard.artifacts.blobs import BlobStore
+    from modelyard.artifacts.protocol import BlobStore
     from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, RunStore
 
 
@@ -56,6 +58,18 @@ def _view(view: ViewType | str) -> ViewType:
         raise InvalidArgument(
             f"view must be one of {', '.join(x.value for x in ViewType)}", field="view"
         ) from None
+
+
+def _experiment_scope(experiment_ids: Sequence[str] | None) -> list[str] | None:
+    """Validated experiment ids; None means every experiment (an empty list is a mistake)."""
+    if experiment_ids is None:
+        return None
+    if isinstance(experiment_ids, str) or not experiment_ids:
+        raise InvalidArgument(
+            "experiment_ids must be a non-empty list (omit it to search every experiment)",
+            field="experiment_ids",
+        )
+    return [v.validate_experiment_id(e, field="experiment_ids") for e in experiment_ids]
 
 
 class TrackingService:
@@ -229,33 +243,61 @@ class TrackingService:
     def delete_tag(self, run_id: str, key: str) -> None:
         self._runs.delete_tag(v.validate_run_id(run_id), v.validate_key(key, field="key"))
 
-    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None
+    ) -> list[Metric]:
+        """Every point of one metric, or at most ``max_points`` (2-100,000) that keep its
+        shape (the rule is in ``modelyard.domain.history``)."""
         return self._runs.get_metric_history(
+            v.validate_run_id(run_id), v.validate_key(key, field="key"),
+            max_points=None if max_points is None else v.validate_max_points(max_points),
+        )
+
+    def iter_metric_history(self, run_id: str, key: str) -> Iterator[HistoryColumns]:
+        """The full history as column pages, streamed with constant memory.
+
+        Raises:
+            RunNotFound, InvalidArgument: at the call, before anything is read.
+        """
+        return self._runs.iter_metric_history(
             v.validate_run_id(run_id), v.validate_key(key, field="key")
         )
 
     def search_runs(
         self,
-        experiment_ids: Sequence[str],
+        experiment_ids: Sequence[str] | None,
         *,
         filter: str | None = None,
         order_by: Sequence[str] | None = None,
         view: ViewType | str = ViewType.ACTIVE_ONLY,
         max_results: int = 1000,
         page_token: str | None = None,
+        include_total: bool = False,
     ) -> Page[Run]:
-        if isinstance(experiment_ids, str) or not experiment_ids:
-            raise InvalidArgument(
-                "experiment_ids must be a non-empty list", field="experiment_ids"
-            )
-        ids = [v.validate_experiment_id(e, field="experiment_ids") for e in experiment_ids]
+        """Runs of ``experiment_ids`` (None: every experiment) matching ``filter``, one page
+        at a time; ``include_total`` also counts every match (``Page.total``)."""
+        if not isinstance(include_total, bool):
+            raise InvalidArgument("include_total must be true or false", field="include_total")
         return self._runs.search_runs(
-            ids,
+            _experiment_scope(experiment_ids),
             filter_expr=parse_filter(filter),
             order_by=parse_order_by(list(order_by or ())),
             view=_view(view),
             max_results=v.validate_max_results(max_results),
             page_token=page_token,
+            include_total=include_total,
+        )
+
+    def count_runs(
+        self,
+        experiment_ids: Sequence[str] | None,
+        *,
+        filter: str | None = None,
+        view: ViewType | str = ViewType.ACTIVE_ONLY,
+    ) -> int:
+        """How many runs match, without fetching them."""
+        return self._runs.count_runs(
+            _experiment_scope(experiment_ids), filter_expr=parse_filter(filter), view=_view(view)
         )
 
     # ------------------------------------------------------------------ artifacts
@@ -265,10 +307,10 @@ class TrackingService:
         run_id = v.validate_run_id(run_id)
         clean = normalize_artifact_path(path)
         self._runs.get_run(run_id)  # refuse before spending I/O on an unknown run
-        ref = self._blobs.put_stream(chunks)
-        entry = ArtifactEntry(clean, ref.digest, ref.size)
-        self._index.put_artifacts(run_id, [entry])
-        return entry
+        staged = self._blobs.stage_stream(chunks)
+        # Leased while it is published, so a concurrent gc cannot take the blob.
+        return publish_artifact(self._index, self._blobs, run_id=run_id, path=clean,
+                                staged=staged, now=self._clock())
 
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]:
         prefix = normalize_artifact_path(path, allow_empty=True)
@@ -281,3 +323,13 @@ class TrackingService:
         """The manifest entry and a verifying stream of its bytes."""
         entry = self.get_artifact(run_id, path)
         return entry, self._blobs.open(entry.digest)
+
+    def open_artifact_range(self, run_id: str, path: str, *, start: int,
+                            length: int) -> Iterator[bytes]:
+        """``length`` bytes of an artifact from offset ``start``; **not verified** (a part
+        cannot be checked against the digest of the whole; the client checks the whole).
+
+        Raises: ArtifactNotFound; InvalidArgument (the range lies outside the artifact).
+        """
+        entry = self.get_artifact(run_id, path)
+        return self._blobs.open_range(entry.digest, start, length)

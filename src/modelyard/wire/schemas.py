@@ -7,9 +7,10 @@ which JSON itself cannot express.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from modelyard.domain.entities import (
     ArtifactEntry,
@@ -21,6 +22,7 @@ from modelyard.domain.entities import (
     RunInfo,
     RunStatus,
 )
+from modelyard.domain.history import HistoryColumns
 
 
 class _Strict(BaseModel):
@@ -82,12 +84,32 @@ class LogBatchIn(_Strict):
 
 
 class SearchRunsIn(_Strict):
-    experiment_ids: list[StrictStr]
+    experiment_ids: list[StrictStr] | None = None  # omitted: every experiment
     filter: StrictStr | None = None
     order_by: list[StrictStr] = []
     view: StrictStr = "active_only"
     max_results: StrictInt = 1000
     page_token: StrictStr | None = None
+    include_total: StrictBool = False
+
+
+class CountRunsIn(_Strict):
+    experiment_ids: list[StrictStr] | None = None
+    filter: StrictStr | None = None
+    view: StrictStr = "active_only"
+
+
+class CreateUploadIn(_Strict):
+    """Open a resumable multipart upload of ``size`` bytes to artifact ``path``."""
+
+    path: StrictStr
+    size: StrictInt
+    part_size: StrictInt | None = None
+    digest: StrictStr | None = None  # BLAKE3 hex of the whole file, checked at completion
+
+
+class CompleteUploadIn(_Strict):
+    digest: StrictStr | None = None
 
 
 # ---------------------------------------------------------------------- responses (dicts)
@@ -135,6 +157,19 @@ def history_to_json(key: str, points: list[Metric]) -> dict[str, Any]:
         "timestamps": [m.timestamp for m in points],
         "values": [v if v - v == 0 else float_to_json(v) for v in (m.value for m in points)],
     }
+
+
+def history_pages_to_json(key: str, pages: Iterable[HistoryColumns]) -> dict[str, Any]:
+    """The same answer as :func:`history_to_json`, built from column pages (no Metric objects
+    for a history that may hold millions of points)."""
+    steps: list[int] = []
+    timestamps: list[int] = []
+    values: list[float | str] = []
+    for page in pages:
+        steps.extend(page.steps)
+        timestamps.extend(page.timestamps)
+        values.extend(v if v - v == 0 else float_to_json(v) for v in page.values)
+    return {"key": key, "steps": steps, "timestamps": timestamps, "values": values}
 
 
 def history_from_json(d: dict[str, Any]) -> list[Metric]:

@@ -1,4 +1,5 @@
-"""Artifact upload (streamed into the blob store) and download (streamed, verified)."""
+"""Artifact upload (streamed into the blob store) and download (streamed, verified; one HTTP
+byte range on request, for resuming). Multipart uploads are in ``routes/uploads.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from modelyard.errors import ErrorCode
 from modelyard.server.deps import json, service
+from modelyard.server.errors import error_response
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
@@ -64,14 +67,84 @@ async def upload_artifact(request: Request, run_id: str, path: str) -> Response:
     return json(w.artifact_to_json(entry), 201)
 
 
+class RangeNotSatisfiable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one byte range a ``Range`` header asks of ``size`` bytes, as (start, end inclusive).
+
+    Returns:
+        None when the header is in a unit other than bytes (it is then ignored, RFC 9110).
+    Raises:
+        RangeNotSatisfiable: malformed, several ranges, or none of it inside the content.
+    """
+    unit, sep, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    spec = spec.strip()
+    if not sep or "," in spec:
+        raise RangeNotSatisfiable("Range must be one byte range: bytes=START-END, "
+                                  "bytes=START- or bytes=-SUFFIX")
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(), last.strip()
+
+    def number(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or len(text) > 19:
+            raise RangeNotSatisfiable(f"Range {header!r} is not a byte range")
+        return int(text)
+
+    if not dash or (not first and not last):
+        raise RangeNotSatisfiable(f"Range {header!r} is not a byte range")
+    if not first:  # the last N bytes
+        suffix = number(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(f"Range {header!r} selects no bytes of {size}")
+        return max(0, size - suffix), size - 1
+    start = number(first)
+    end = number(last) if last else size - 1
+    if last and end < start:
+        raise RangeNotSatisfiable(f"Range {header!r} ends before it starts")
+    if start >= size:
+        raise RangeNotSatisfiable(f"Range {header!r} starts at or after the end of the "
+                                  f"{size} bytes")
+    return start, min(end, size - 1)
+
+
 @router.get(r.DOWNLOAD_ARTIFACT.path)
 def download_artifact(request: Request, run_id: str, path: str) -> Response:
-    entry, chunks = service(request).open_artifact(run_id, path)
+    svc = service(request)
     headers = {
-        "Content-Length": str(entry.size),
-        "X-Modelyard-Digest": entry.digest,
+        "X-Modelyard-Digest": "",
+        "Accept-Ranges": "bytes",
         # Never let a browser render an uploaded file in our origin.
         "Content-Disposition": "attachment",
         "X-Content-Type-Options": "nosniff",
     }
-    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+    wanted = request.headers.get("range")
+    if wanted is not None:
+        entry = svc.get_artifact(run_id, path)
+        headers["X-Modelyard-Digest"] = entry.digest
+        headers["ETag"] = f'"{entry.digest}"'
+        if_range = request.headers.get("if-range")
+        try:
+            # If-Range names the content the client holds a part of; other content: all of it.
+            span = parse_range(wanted, entry.size) if if_range in (None, headers["ETag"]) \
+                else None
+        except RangeNotSatisfiable as exc:
+            refused = error_response(416, ErrorCode.INVALID_ARGUMENT, exc.message, "Range")
+            refused.headers["Content-Range"] = f"bytes */{entry.size}"
+            return refused
+        if span is not None:
+            start, end = span
+            chunks = svc.open_artifact_range(run_id, path, start=start, length=end - start + 1)
+            headers.update({"Content-Length": str(end - start + 1),
+                            "Content-Range": f"bytes {start}-{end}/{entry.size}"})
+            return StreamingResponse(chunks, status_code=206, headers=headers,
+                                     media_type="application/octet-stream")
+    entry, stream = svc.open_artifact(run_id, path)
+    headers.update({"Content-Length": str(entry.size), "X-Modelyard-Digest": entry.digest,
+                    "ETag": f'"{entry.digest}"'})
+    return StreamingResponse(stream, media_type="application/octet-stream", headers=headers)

@@ -40,9 +40,22 @@ async def search_runs(request: Request) -> Response:
         view=body.view,
         max_results=body.max_results,
         page_token=body.page_token,
+        include_total=body.include_total,
     )
-    return json({"runs": [w.run_to_json(x) for x in page],
-                 "next_page_token": page.next_page_token})
+    answer: dict[str, object] = {"runs": [w.run_to_json(x) for x in page],
+                                 "next_page_token": page.next_page_token}
+    if page.total is not None:
+        answer["total"] = page.total
+    return json(answer)
+
+
+@router.post(r.COUNT_RUNS.path)
+async def count_runs(request: Request) -> Response:
+    body = await parse_body(request, w.CountRunsIn)
+    count = await run_in_threadpool(
+        service(request).count_runs, body.experiment_ids, filter=body.filter, view=body.view
+    )
+    return json({"count": count})
 
 
 @router.get(r.GET_RUN.path)
@@ -92,9 +105,3 @@ async def log_batch(request: Request, run_id: str) -> Response:
 def delete_tag(request: Request, run_id: str, key: str) -> Response:
     service(request).delete_tag(run_id, key)
     return json({})
-
-
-@router.get(r.METRIC_HISTORY.path)
-def metric_history(request: Request, run_id: str, key: str) -> Response:
-    points = service(request).get_metric_history(run_id, key)
-    return json(w.history_to_json(key, points))

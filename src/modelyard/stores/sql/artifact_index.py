@@ -1,11 +1,17 @@
-"""Run artifact manifests in SQL: relative path -> (digest, size)."""
+"""Run artifact manifests in SQL: relative path -> (digest, size); and blob leases.
+
+A lease names a blob an upload has written and is about to put in a manifest; garbage
+collection leaves leased blobs alone. ``put_artifacts`` can release the lease in the same
+transaction that adds the manifest row, so the blob is never unprotected in between.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 
 from modelyard.domain.entities import ArtifactEntry, LifecycleStage
 from modelyard.errors import ArtifactNotFound, InvalidState, RunNotFound
@@ -27,11 +33,27 @@ def _escape_like(text: str) -> str:
 
 
 class SqlArtifactIndex(SqlBase):
-    def put_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry]) -> None:
+    def add_lease(self, digest: str, *, now: int) -> str:
+        lease_id = secrets.token_hex(16)
+        with self._write() as conn:
+            conn.execute(s.blob_leases.insert().values(lease_id=lease_id, digest=digest,
+                                                       created_time=now))
+        return lease_id
+
+    def drop_lease(self, lease_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(s.blob_leases).where(s.blob_leases.c.lease_id == lease_id))
+
+    def put_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry], *,
+                      release_lease: str | None = None) -> None:
         now = int(time.time() * 1000)
         with self._write() as conn:
             if _run_stage(conn, run_id) != LifecycleStage.ACTIVE.value:
                 raise InvalidState(f"run {run_id} is deleted", field="run_id")
+            if release_lease is not None:
+                conn.execute(
+                    delete(s.blob_leases).where(s.blob_leases.c.lease_id == release_lease)
+                )
             stmt = self._insert(s.artifacts)
             conn.execute(
                 stmt.on_conflict_do_update(

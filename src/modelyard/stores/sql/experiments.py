@@ -8,9 +8,9 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.domain.entities import Experiment, LifecycleStage, ViewType
-from modelyard.domain.paging import Page, decode_token, encode_token, query_fingerprint
+from modelyard.domain.paging import Page, decode_cursor, encode_cursor, query_fingerprint
 from modelyard.domain.validation import is_experiment_id
-from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidState
+from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument, InvalidState
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.base import SqlBase
 from modelyard.stores.sql.convert import to_experiment
@@ -97,18 +97,23 @@ class SqlExperimentStore(SqlBase):
         self, *, view: ViewType, max_results: int, page_token: str | None
     ) -> Page[Experiment]:
         fp = query_fingerprint("experiments", view.value)
-        offset = decode_token(page_token, fp)
+        cursor = decode_cursor(page_token, fp)
+        query = select(s.experiments).where(
+            s.experiments.c.lifecycle_stage.in_([st.value for st in view.stages()])
+        )
+        if cursor is not None:  # keyset: strictly after the last id returned
+            if len(cursor) != 1 or not isinstance(cursor[0], int):
+                raise InvalidArgument("page_token is malformed", field="page_token")
+            query = query.where(s.experiments.c.experiment_id > cursor[0])
         with self._read() as conn:
             rows = conn.execute(
-                select(s.experiments)
-                .where(s.experiments.c.lifecycle_stage.in_([st.value for st in view.stages()]))
-                .order_by(s.experiments.c.experiment_id)
-                .limit(max_results + 1)
-                .offset(offset)
+                query.order_by(s.experiments.c.experiment_id).limit(max_results + 1)
             ).all()
             page = rows[:max_results]
             tags = _tags_for(conn, [r.experiment_id for r in page])
-        token = encode_token(offset + max_results, fp) if len(rows) > max_results else None
+        token = (
+            encode_cursor([page[-1].experiment_id], fp) if len(rows) > max_results else None
+        )
         return Page([to_experiment(r, tags[r.experiment_id]) for r in page], token)
 
     def update_experiment(

@@ -1,16 +1,26 @@
-"""Garbage-collection queries: what is soft-deleted, purging it, and which blobs are in use."""
+"""Garbage-collection queries: what is soft-deleted, purging it (counting the rows), which blobs
+are in use (named by a manifest or leased by an upload in flight), and stale leases."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, exists, func, literal, select
 
 from modelyard.domain.entities import LifecycleStage
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.base import SqlBase
 
-_RUN_CHILDREN = (s.metrics, s.latest_metrics, s.params, s.tags, s.artifacts, s.ingested_batches)
+# Everything that hangs off a run, by the name reported for it.
+_RUN_CHILDREN: tuple[tuple[str, Table], ...] = (
+    ("metrics", s.metrics), ("latest_metrics", s.latest_metrics), ("params", s.params),
+    ("tags", s.tags), ("artifacts", s.artifacts), ("ingested_batches", s.ingested_batches),
+)
+_CHUNK = 500
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
 
 
 class SqlMaintenance(SqlBase):
@@ -39,23 +49,41 @@ class SqlMaintenance(SqlBase):
             )
         return run_ids, exp_ids
 
-    def purge(self, *, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> None:
-        with self._write() as conn:
-            for start in range(0, len(run_ids), 500):
-                chunk = list(run_ids[start : start + 500])
-                for table in _RUN_CHILDREN:
-                    conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
-                conn.execute(delete(s.runs).where(s.runs.c.run_id.in_(chunk)))
+    def count_rows(self, *, run_ids: Sequence[str],
+                   experiment_ids: Sequence[str]) -> dict[str, int]:
+        counts = {"runs": 0, **{name: 0 for name, _ in _RUN_CHILDREN},
+                  "experiments": 0, "experiment_tags": 0}
+        with self._read() as conn:
+            for chunk in _chunks(run_ids):
+                for name, table in (*_RUN_CHILDREN, ("runs", s.runs)):
+                    counts[name] += int(conn.execute(
+                        select(func.count()).select_from(table)
+                        .where(table.c.run_id.in_(chunk))).scalar_one())
             exp_ids = [int(e) for e in experiment_ids]
             if exp_ids:
-                conn.execute(
-                    delete(s.experiment_tags).where(
-                        s.experiment_tags.c.experiment_id.in_(exp_ids)
-                    )
-                )
-                conn.execute(
-                    delete(s.experiments).where(s.experiments.c.experiment_id.in_(exp_ids))
-                )
+                for name, table in (("experiments", s.experiments),
+                                    ("experiment_tags", s.experiment_tags)):
+                    counts[name] = int(conn.execute(
+                        select(func.count()).select_from(table)
+                        .where(table.c.experiment_id.in_(exp_ids))).scalar_one())
+        return counts
+
+    def purge(self, *, run_ids: Sequence[str],
+              experiment_ids: Sequence[str]) -> dict[str, int]:
+        counts = {"runs": 0, **{name: 0 for name, _ in _RUN_CHILDREN},
+                  "experiments": 0, "experiment_tags": 0}
+        with self._write() as conn:
+            for chunk in _chunks(run_ids):
+                for name, table in (*_RUN_CHILDREN, ("runs", s.runs)):
+                    counts[name] += conn.execute(
+                        delete(table).where(table.c.run_id.in_(chunk))).rowcount
+            exp_ids = [int(e) for e in experiment_ids]
+            if exp_ids:
+                for name, table in (("experiment_tags", s.experiment_tags),
+                                    ("experiments", s.experiments)):
+                    counts[name] = conn.execute(
+                        delete(table).where(table.c.experiment_id.in_(exp_ids))).rowcount
+        return counts
 
     def referenced_digests(self, *, excluding_runs: Sequence[str] = ()) -> set[str]:
         query = select(s.artifacts.c.digest).distinct()
@@ -63,3 +91,26 @@ class SqlMaintenance(SqlBase):
             query = query.where(s.artifacts.c.run_id.not_in(list(excluding_runs)))
         with self._read() as conn:
             return set(conn.execute(query).scalars())
+
+    def leased_digests(self, *, since: int) -> set[str]:
+        query = select(s.blob_leases.c.digest).where(s.blob_leases.c.created_time >= since)
+        with self._read() as conn:
+            return set(conn.execute(query.distinct()).scalars())
+
+    def blob_in_use(self, digest: str, *, leases_since: int) -> bool:
+        # ONE statement, so both tables are read in one snapshot: an upload that commits its
+        # manifest row and drops its lease at once can never fall between two reads.
+        named = exists().where(s.artifacts.c.digest == digest)
+        leased = exists().where(s.blob_leases.c.digest == digest,
+                                s.blob_leases.c.created_time >= leases_since)
+        with self._read() as conn:
+            return bool(conn.execute(select(literal(True)).where(named | leased)).first())
+
+    def drop_leases(self, *, before: int, dry_run: bool = False) -> int:
+        stale = s.blob_leases.c.created_time < before
+        if dry_run:
+            with self._read() as conn:
+                return int(conn.execute(
+                    select(func.count()).select_from(s.blob_leases).where(stale)).scalar_one())
+        with self._write() as conn:
+            return int(conn.execute(delete(s.blob_leases).where(stale)).rowcount)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
@@ -19,6 +20,7 @@ from modelyard.domain.entities import (
     RunStatus,
     ViewType,
 )
+from modelyard.domain.history import HistoryColumns
 from modelyard.domain.paging import Page
 from modelyard.domain.search import Expr, OrderKey
 from modelyard.errors import (
@@ -28,10 +30,11 @@ from modelyard.errors import (
     ParamOverwrite,
     RunNotFound,
 )
+from modelyard.stores.sql import history
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.base import SqlBase
 from modelyard.stores.sql.convert import to_metric, to_run_info
-from modelyard.stores.sql.search import search_run_rows
+from modelyard.stores.sql.search_pages import SearchScope, count_run_rows, search_run_rows
 
 
 def load_runs(conn: Connection, infos: Sequence[RunInfo]) -> list[Run]:
@@ -74,6 +77,8 @@ class SqlRunStore(SqlBase):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._latest_upsert = self._latest_statement()
+        # Downsamples that may read with a second connection at once (history._extremes).
+        self._history_helpers = threading.BoundedSemaphore(2)
 
     def _latest_statement(self) -> Any:
         stmt = self._insert(s.latest_metrics)
@@ -285,40 +290,55 @@ class SqlRunStore(SqlBase):
             if result.rowcount == 0:
                 raise NotFound(f"run {run_id} has no tag {key!r}", field="key")
 
-    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
-        m = s.metrics.c
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None
+    ) -> list[Metric]:
         with self._read() as conn:
             self._info(conn, run_id)
-            rows = conn.execute(
-                select(m.key, m.value, m.is_nan, m.step, m.timestamp)
-                .where(m.run_id == run_id, m.key == key)
-                .order_by(m.step, m.timestamp, m.id)
-            )
-            return [to_metric(r) for r in rows]
+            if max_points is None:
+                return history.full_history(conn, run_id, key)
+            return history.downsample(conn, run_id, key, max_points,
+                                      helpers=self._history_helpers)
+
+    def iter_metric_history(
+        self, run_id: str, key: str, *, page_size: int = history.PAGE_SIZE
+    ) -> Iterator[HistoryColumns]:
+        with self._read() as conn:
+            self._info(conn, run_id)  # refused now, not at the first page
+        return history.history_pages(self._read, run_id, key, page_size=page_size)
 
     # ------------------------------------------------------------------ search
 
     def search_runs(
         self,
-        experiment_ids: Sequence[str],
+        experiment_ids: Sequence[str] | None,
         *,
         filter_expr: Expr | None,
         order_by: Sequence[OrderKey],
         view: ViewType,
         max_results: int,
         page_token: str | None,
+        include_total: bool = False,
     ) -> Page[Run]:
+        scope = SearchScope(experiment_ids, view)
         with self._read() as conn:
             infos, token = search_run_rows(
                 conn,
-                experiment_ids,
+                scope,
                 filter_expr=filter_expr,
                 order_by=order_by,
-                view=view,
                 max_results=max_results,
                 page_token=page_token,
             )
-            return Page(load_runs(conn, infos), token)
+            # counted in the same read transaction: the total agrees with the page
+            total = count_run_rows(conn, scope, filter_expr) if include_total else None
+            return Page(load_runs(conn, infos), token, total)
+
+    def count_runs(
+        self, experiment_ids: Sequence[str] | None, *, filter_expr: Expr | None, view: ViewType
+    ) -> int:
+        with self._read() as conn:
+            return count_run_rows(conn, SearchScope(experiment_ids, view), filter_expr)
 
 
 def _now_ms() -> int:

@@ -121,7 +121,14 @@ class MetricRow(Base):
     step: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step", "timestamp"),)
+    __table_args__ = (
+        # History order (step, timestamp, id) with the value inside the index: reading or
+        # downsampling a history scans this index alone, never the table.
+        Index("ix_metrics_history", "run_id", "key", "step", "timestamp", "id", "value"),
+        # Only NaN points (value NULL): "where are this history's NaNs" is a seek, not a scan.
+        Index("ix_metrics_nan", "run_id", "key", "step", "timestamp", "id",
+              sqlite_where=text("value IS NULL"), postgresql_where=text("value IS NULL")),
+    )
 
 
 class LatestMetricRow(Base):

@@ -1,0 +1,26 @@
+"""Server answers back into modelyard errors: the inverse of the server's status table."""
+
+from __future__ import annotations
+
+import orjson
+
+from modelyard.errors import ModelyardError, Unavailable, error_from_code
+
+
+def error_for(status: int, body: bytes) -> ModelyardError | None:
+    """The error a server answer carries (by its code), or None for a 2xx."""
+    if status < 300:  # a redirect means the request went somewhere unintended
+        return None
+    try:
+        err = orjson.loads(body)["error"]
+        return error_from_code(err["code"], err["message"], field=err.get("field"))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        cls = Unavailable if status in (502, 503, 504) else ModelyardError
+        return cls(f"server answered HTTP {status}")
+
+
+def raise_for(status: int, body: bytes) -> None:
+    """Raise the error a server answer carries, or nothing for a 2xx."""
+    error = error_for(status, body)
+    if error is not None:
+        raise error

@@ -1,0 +1,98 @@
+"""Resumable multipart uploads: open a session, PUT parts, ask what arrived, complete, abort.
+
+The handlers only parse and stream; ``tracking.uploads.UploadService`` holds the rules, and the
+session state lives in the blob store, so any replica can serve any request of an upload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
+
+from modelyard.server.deps import json, parse_body, request_schema
+from modelyard.tracking.uploads import UploadService, UploadState
+from modelyard.wire import routes as r
+from modelyard.wire import schemas as w
+
+router = APIRouter(tags=["uploads"])
+
+HANDOFF_BYTES = 1 << 20  # body bytes gathered on the event loop per hand-off to a thread
+
+
+def _uploads(request: Request) -> UploadService:
+    svc: UploadService = request.app.state.uploads
+    return svc
+
+
+def state_to_json(state: UploadState) -> dict[str, Any]:
+    s = state.session
+    return {
+        "upload_id": s.upload_id, "run_id": s.run_id, "path": s.path, "size": s.size,
+        "part_size": s.part_size, "part_count": s.part_count, "digest": s.digest,
+        "created_time": s.created_time, "parts": list(state.parts),
+        "completed": state.artifact is not None,
+        "artifact": None if state.artifact is None else w.artifact_to_json(state.artifact),
+    }
+
+
+@router.post(r.CREATE_UPLOAD.path, status_code=201,
+             openapi_extra=request_schema(w.CreateUploadIn))
+async def create_upload(request: Request, run_id: str) -> Response:
+    body = await parse_body(request, w.CreateUploadIn)
+    svc = _uploads(request)
+    state = await anyio.to_thread.run_sync(
+        lambda: svc.create(run_id, body.path, size=body.size, part_size=body.part_size,
+                           digest=body.digest))
+    return json(state_to_json(state), 201)
+
+
+@router.get(r.GET_UPLOAD.path)
+def get_upload(request: Request, run_id: str, upload_id: str) -> Response:
+    return json(state_to_json(_uploads(request).status(run_id, upload_id)))
+
+
+@router.put(r.UPLOAD_PART.path)
+async def upload_part(request: Request, run_id: str, upload_id: str,
+                      part_number: str) -> Response:
+    svc = _uploads(request)
+    length = request.headers.get("content-length")
+    writer = await anyio.to_thread.run_sync(
+        lambda: svc.open_part(run_id, upload_id, part_number, content_length=length))
+    try:
+        pending: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= HANDOFF_BYTES:
+                await anyio.to_thread.run_sync(writer.write, pending)
+                pending, size = [], 0
+        if pending:
+            await anyio.to_thread.run_sync(writer.write, pending)
+        fresh = await anyio.to_thread.run_sync(writer.commit)
+    except ClientDisconnect:
+        # The connection broke mid-part: nothing is acknowledged; nobody reads this answer.
+        return Response(status_code=400)
+    finally:
+        writer.close()
+    return json({"part_number": writer.number, "size": writer.length, "acknowledged": True,
+                 "already_had": not fresh})
+
+
+@router.post(r.COMPLETE_UPLOAD.path, openapi_extra=request_schema(w.CompleteUploadIn))
+async def complete_upload(request: Request, run_id: str, upload_id: str) -> Response:
+    body = await parse_body(request, w.CompleteUploadIn)
+    svc = _uploads(request)
+    entry = await anyio.to_thread.run_sync(
+        lambda: svc.complete(run_id, upload_id, digest=body.digest))
+    return json(w.artifact_to_json(entry), 201)
+
+
+@router.delete(r.ABORT_UPLOAD.path, status_code=204)
+def abort_upload(request: Request, run_id: str, upload_id: str) -> Response:
+    _uploads(request).abort(run_id, upload_id)
+    return Response(status_code=204)

@@ -1,0 +1,254 @@
+"""Downsampled and streamed metric histories in the SQL store, on SQLite and PostgreSQL.
+
+The store computes the downsampling in SQL; every answer is compared with a plain-Python
+statement of the same rule (``reference.py``) on the full history read back.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metric_history.reference import reference_downsample
+from modelyard.domain.entities import LogBatch, Metric
+from modelyard.errors import RunNotFound
+from modelyard.stores.sql import SqlStores, open_sql_stores
+
+NAN, INF = math.nan, math.inf
+INT64 = (-(2**63), 2**63 - 1)
+
+
+@pytest.fixture
+def stores(db_url: str) -> Iterator[SqlStores]:
+    s = open_sql_stores(db_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def new_run(stores: SqlStores) -> str:
+    run_id = uuid.uuid4().hex
+    stores.runs.create_run(run_id=run_id, experiment_id="0", run_name="r", user_id="u",
+                           start_time=0, tags={}, parent_run_id=None)
+    return run_id
+
+
+def log(stores: SqlStores, run_id: str, points: Sequence[Metric]) -> None:
+    for start in range(0, len(points), 10_000):
+        batch = LogBatch(metrics=tuple(points[start : start + 10_000]))
+        stores.runs.log_batch(run_id, batch, batch_id=None)
+
+
+def key_of(m: Metric) -> tuple[int, int, float | str]:
+    return (m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value)
+
+
+def same(a: Sequence[Metric], b: Sequence[Metric]) -> bool:
+    return [key_of(m) for m in a] == [key_of(m) for m in b]
+
+
+def assert_shape(points: Sequence[Metric], full: Sequence[Metric], max_points: int) -> None:
+    assert len(points) <= max_points
+    assert [key_of(points[0]), key_of(points[-1])] == [key_of(full[0]), key_of(full[-1])]
+    steps = [m.step for m in points]
+    assert steps == sorted(steps)
+
+
+# ---------------------------------------------------------------------- shape
+
+
+def test_a_spike_in_the_middle_survives(stores: SqlStores) -> None:
+    r = new_run(stores)
+    points = [Metric("loss", 1.0 / (i + 1), i, 1000 + i) for i in range(20_000)]
+    points[12_345] = Metric("loss", 50.0, 12_345, 1000 + 12_345)  # one spike
+    points[7_777] = Metric("loss", -3.0, 7_777, 1000 + 7_777)  # one dip
+    log(stores, r, points)
+    for max_points in (2, 4, 10, 100, 1000):
+        got = stores.runs.get_metric_history(r, "loss", max_points=max_points)
+        assert_shape(got, points, max_points)
+        if max_points >= 4:
+            assert Metric("loss", 50.0, 12_345, 1000 + 12_345) in got
+            assert Metric("loss", -3.0, 7_777, 1000 + 7_777) in got
+        else:  # room for the first and last point only
+            assert got == [points[0], points[-1]]
+    got = stores.runs.get_metric_history(r, "loss", max_points=1000)
+    assert 900 <= len(got) <= 1000  # the budget is used, not wasted
+    assert same(got, reference_downsample(points, 1000))
+
+
+def test_nan_and_infinities_are_never_hidden(stores: SqlStores) -> None:
+    r = new_run(stores)
+    points = [Metric("m", math.sin(i / 100), i, i) for i in range(10_000)]
+    for i, v in ((2_000, INF), (5_000, NAN), (5_001, NAN), (8_000, -INF)):
+        points[i] = Metric("m", v, i, i)
+    log(stores, r, points)
+    got = stores.runs.get_metric_history(r, "m", max_points=50)
+    assert_shape(got, points, 50)
+    shown = {m.step: m.value for m in got}
+    assert shown[2_000] == INF and shown[8_000] == -INF
+    assert math.isnan(shown[5_000])  # the bucket's first NaN stands for its NaNs
+    assert same(got, reference_downsample(points, 50))
+    # a history of NaNs only: first, last, and each bucket's first NaN
+    r2 = new_run(stores)
+    nans = [Metric("m", NAN, i, 0) for i in range(500)]
+    log(stores, r2, nans)
+    got = stores.runs.get_metric_history(r2, "m", max_points=20)
+    assert all(math.isnan(m.value) for m in got) and len(got) <= 20
+    assert same(got, reference_downsample(nans, 20))
+
+
+def test_a_short_history_comes_back_whole_and_exact(stores: SqlStores) -> None:
+    r = new_run(stores)
+    points = [Metric("m", v, s, t) for v, s, t in
+              [(0.1, 5, 9), (NAN, 1, 2), (INF, 1, 1), (-0.0, 1, 1), (5e-324, -4, 0),
+               (2.0, INT64[1], INT64[0]), (3.0, INT64[0], INT64[1])]]
+    log(stores, r, points)
+    full = stores.runs.get_metric_history(r, "m")
+    assert len(full) == len(points)
+    assert [m.step for m in full] == sorted(m.step for m in points)
+    for max_points in (len(points), len(points) + 1, 100_000):
+        assert same(stores.runs.get_metric_history(r, "m", max_points=max_points), full)
+    assert same(stores.runs.get_metric_history(r, "m", max_points=len(points) - 1),
+                reference_downsample(full, len(points) - 1))
+
+
+def test_unknown_run_and_unknown_key(stores: SqlStores) -> None:
+    with pytest.raises(RunNotFound):
+        stores.runs.get_metric_history(uuid.uuid4().hex, "m", max_points=10)
+    with pytest.raises(RunNotFound):
+        stores.runs.iter_metric_history(uuid.uuid4().hex, "m")  # at the call, not later
+    r = new_run(stores)
+    assert stores.runs.get_metric_history(r, "never", max_points=10) == []
+    assert list(stores.runs.iter_metric_history(r, "never")) == []
+
+
+def test_other_keys_and_runs_do_not_leak_in(stores: SqlStores) -> None:
+    a, b = new_run(stores), new_run(stores)
+    log(stores, a, [Metric("m", float(i), i, 0) for i in range(300)]
+        + [Metric("other", 1e9, i, 0) for i in range(300)])
+    log(stores, b, [Metric("m", -1e9, i, 0) for i in range(300)])
+    got = stores.runs.get_metric_history(a, "m", max_points=10)
+    assert all(0 <= m.value < 300 and m.key == "m" for m in got)
+
+
+# ---------------------------------------------------------------------- the rule, exactly
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1.0, 1.0, NAN, INF, -INF]),  # many ties
+)
+steps = st.one_of(st.integers(-3, 40), st.integers(*INT64))
+point = st.tuples(values, steps, st.integers(0, 3))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.lists(point, max_size=600),
+       max_points=st.one_of(st.integers(2, 60), st.integers(130, 400)))  # one and two readers
+def test_the_sql_answer_equals_the_reference(
+    stores: SqlStores, data: list[tuple[float, int, int]], max_points: int
+) -> None:
+    r = new_run(stores)
+    log(stores, r, [Metric("m", v, s, t) for v, s, t in data])
+    full = stores.runs.get_metric_history(r, "m")
+    got = stores.runs.get_metric_history(r, "m", max_points=max_points)
+    assert same(got, reference_downsample(full, max_points))
+    if full:
+        assert_shape(got, full, max_points)
+
+
+# ---------------------------------------------------------------------- streaming pages
+
+
+def test_pages_hold_the_full_history_in_order(stores: SqlStores) -> None:
+    r = new_run(stores)
+    # many points share (step, timestamp): the keyset must continue after the id, too
+    points = [Metric("m", float(i), i // 7, (i // 3) % 2) for i in range(1_000)]
+    points += [Metric("m", NAN, 5, 0), Metric("m", -INF, INT64[0], INT64[1])]
+    log(stores, r, points[::-1])
+    full = stores.runs.get_metric_history(r, "m")
+    for page_size in (1, 7, 64, 5_000):
+        pages = list(stores.runs.iter_metric_history(r, "m", page_size=page_size))
+        assert all(0 < len(p) <= page_size for p in pages)
+        flat = [Metric("m", v, s, t) for p in pages
+                for s, t, v in zip(p.steps, p.timestamps, p.values, strict=True)]
+        assert same(flat, full)
+        assert len(flat) == len(points)
+
+
+def test_points_logged_while_streaming_after_the_cursor_appear(stores: SqlStores) -> None:
+    r = new_run(stores)
+    log(stores, r, [Metric("m", 0.0, i, 0) for i in range(100)])
+    pages = stores.runs.iter_metric_history(r, "m", page_size=50)
+    first = next(pages)
+    log(stores, r, [Metric("m", 1.0, 1000, 0)])  # beyond the cursor
+    rest = list(pages)
+    assert len(first) == 50 and sum(len(p) for p in rest) == 51
+    assert rest[-1].steps[-1] == 1000
+
+
+# ---------------------------------------------------------------------- migration 0003
+
+
+def test_migration_0003_keeps_histories_and_reads_from_the_new_indexes(tmp_path: Path) -> None:
+    from sqlalchemy import inspect, text
+
+    from modelyard.stores.sql.engine import make_engine
+    from modelyard.stores.sql.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, "
+                "start_time, lifecycle_stage) VALUES (:r, 0, 'r', 'u', 'RUNNING', 0, 'active')"),
+                {"r": "c" * 32})
+            conn.execute(text(
+                "INSERT INTO metrics (run_id, key, value, is_nan, step, timestamp) "
+                "VALUES (:r, 'm', :v, :n, :s, 0)"),
+                [{"r": "c" * 32, "v": None if i == 3 else float(i), "n": i == 3, "s": i}
+                 for i in range(10)])
+        upgrade(engine)
+        with engine.connect() as conn:
+            names = {ix["name"] for ix in inspect(conn).get_indexes("metrics")}
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT step, timestamp, value, id FROM metrics "
+                "WHERE run_id = 'x' AND key = 'm' ORDER BY step, timestamp, id").all()
+    finally:
+        engine.dispose()
+    assert {"ix_metrics_history", "ix_metrics_nan"} <= names
+    assert "ix_metrics_run_key_step" not in names
+    assert "COVERING INDEX ix_metrics_history" in " ".join(str(row[-1]) for row in plan)
+    stores = open_sql_stores(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        full = stores.runs.get_metric_history("c" * 32, "m")
+        assert [m.step for m in full] == list(range(10)) and math.isnan(full[3].value)
+        assert same(stores.runs.get_metric_history("c" * 32, "m", max_points=5),
+                    reference_downsample(full, 5))
+    finally:
+        stores.close()
+
+
+def test_many_downsamples_at_once_share_the_pool_without_deadlock(stores: SqlStores) -> None:
+    """Each large downsample may take a second connection; many at once must neither wait
+    on each other for the pool (a 30 s PoolTimeout) nor answer differently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = new_run(stores)
+    points = [Metric("m", math.sin(i / 50) + (i % 7) / 10, i, i) for i in range(5_000)]
+    log(stores, r, points)
+    expected = reference_downsample(points, 400)
+
+    def one(_: int) -> bool:
+        return same(stores.runs.get_metric_history(r, "m", max_points=400), expected)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        assert all(pool.map(one, range(72)))
