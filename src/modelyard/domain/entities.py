@@ -165,14 +165,3 @@ class LogBatch:
 
     def __len__(self) -> int:
         return len(self.metrics) + len(self.params) + len(self.tags)
-
-
-@dataclass(frozen=True, slots=True)
-class GcReport:
-    """What a garbage collection removed (or, on a dry run, would remove)."""
-
-    runs: tuple[str, ...]
-    experiments: tuple[str, ...]
-    blobs: int
-    bytes_freed: int
-    dry_run: bool
