@@ -18,7 +18,16 @@ import pytest
 import test_store_contract as contract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_store_contract import _model, evaluate, filters, log, new_exp, new_run, run_specs, search
+from test_store_contract import (
+    evaluate,
+    filters,
+    log,
+    new_exp,
+    new_run,
+    run_specs,
+    search,
+    write_specs,
+)
 
 from modelyard.domain.entities import LifecycleStage, Metric, RunStatus, ViewType
 from modelyard.domain.search import Expr, parse_filter, render
@@ -93,15 +102,7 @@ def test_pages_agree_with_the_python_model(
     order: list[str], size: int,
 ) -> None:
     exp = new_exp(stores)
-    model: dict[str, dict[str, dict[str, object]]] = {}
-    for spec in specs:
-        r = new_run(stores, exp=exp, name=spec["run_name"], start=spec["start_time"])  # type: ignore[arg-type]
-        points = [m for ms in spec["metrics"].values() for m in ms]  # type: ignore[attr-defined]
-        if points or spec["params"] or spec["tags"]:
-            log(stores, r, metrics=points, params=spec["params"], tags=spec["tags"])  # type: ignore[arg-type]
-        stores.runs.update_run(r, status=RunStatus(spec["status"]), end_time=spec["end_time"],  # type: ignore[arg-type]
-                               run_name=None)
-        model[r] = _model(spec)
+    model = write_specs(stores, exp, specs)
     matching = [r for r, data in model.items() if expr is None or evaluate(expr, data)]
     expected = model_order(model, matching, order)
     where = "" if expr is None else render(expr)

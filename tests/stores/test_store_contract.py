@@ -1195,13 +1195,9 @@ def _model(spec: dict[str, object]) -> dict[str, dict[str, object]]:
     }
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(specs=st.lists(run_specs(), max_size=6), exprs=st.lists(filters, min_size=1, max_size=3))
-def test_sql_search_agrees_with_python_evaluator(
-    stores: SqlStores, specs: list[dict[str, object]], exprs: list[Expr]
-) -> None:
-    exp = new_exp(stores)  # a fresh experiment per example: examples share the database
+def write_specs(stores: SqlStores, exp: str,
+                specs: list[dict[str, object]]) -> dict[str, dict[str, dict[str, object]]]:
+    """Write generated runs into ``exp``; their Python model, by run id."""
     model: dict[str, dict[str, dict[str, object]]] = {}
     for spec in specs:
         r = new_run(stores, exp=exp, name=spec["run_name"], start=spec["start_time"])  # type: ignore[arg-type]
@@ -1211,6 +1207,17 @@ def test_sql_search_agrees_with_python_evaluator(
         stores.runs.update_run(r, status=RunStatus(spec["status"]), end_time=spec["end_time"],  # type: ignore[arg-type]
                                run_name=None)
         model[r] = _model(spec)
+    return model
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=st.lists(run_specs(), max_size=6), exprs=st.lists(filters, min_size=1, max_size=3))
+def test_sql_search_agrees_with_python_evaluator(
+    stores: SqlStores, specs: list[dict[str, object]], exprs: list[Expr]
+) -> None:
+    exp = new_exp(stores)  # a fresh experiment per example: examples share the database
+    model = write_specs(stores, exp, specs)
     for expr in exprs:
         # the AST survives rendering, so what is compiled is what a user could have typed
         assert parse_filter(render(expr)) == expr
