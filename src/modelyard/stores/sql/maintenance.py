@@ -3,9 +3,10 @@ are in use (named by a manifest or leased by an upload in flight), and stale lea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from sqlalchemy import Table, delete, exists, func, literal, select
+from sqlalchemy import Connection, Table, delete, exists, func, literal, select
 
 from modelyard.domain.entities import LifecycleStage
 from modelyard.stores.sql import schema as s
@@ -51,39 +52,20 @@ class SqlMaintenance(SqlBase):
 
     def count_rows(self, *, run_ids: Sequence[str],
                    experiment_ids: Sequence[str]) -> dict[str, int]:
-        counts = {"runs": 0, **{name: 0 for name, _ in _RUN_CHILDREN},
-                  "experiments": 0, "experiment_tags": 0}
+        def count(conn: Connection, table: Table, where: Any) -> int:
+            return int(conn.execute(
+                select(func.count()).select_from(table).where(where)).scalar_one())
+
         with self._read() as conn:
-            for chunk in _chunks(run_ids):
-                for name, table in (*_RUN_CHILDREN, ("runs", s.runs)):
-                    counts[name] += int(conn.execute(
-                        select(func.count()).select_from(table)
-                        .where(table.c.run_id.in_(chunk))).scalar_one())
-            exp_ids = [int(e) for e in experiment_ids]
-            if exp_ids:
-                for name, table in (("experiments", s.experiments),
-                                    ("experiment_tags", s.experiment_tags)):
-                    counts[name] = int(conn.execute(
-                        select(func.count()).select_from(table)
-                        .where(table.c.experiment_id.in_(exp_ids))).scalar_one())
-        return counts
+            return _per_table(conn, run_ids, experiment_ids, count)
 
     def purge(self, *, run_ids: Sequence[str],
               experiment_ids: Sequence[str]) -> dict[str, int]:
-        counts = {"runs": 0, **{name: 0 for name, _ in _RUN_CHILDREN},
-                  "experiments": 0, "experiment_tags": 0}
+        def remove(conn: Connection, table: Table, where: Any) -> int:
+            return int(conn.execute(delete(table).where(where)).rowcount)
+
         with self._write() as conn:
-            for chunk in _chunks(run_ids):
-                for name, table in (*_RUN_CHILDREN, ("runs", s.runs)):
-                    counts[name] += conn.execute(
-                        delete(table).where(table.c.run_id.in_(chunk))).rowcount
-            exp_ids = [int(e) for e in experiment_ids]
-            if exp_ids:
-                for name, table in (("experiment_tags", s.experiment_tags),
-                                    ("experiments", s.experiments)):
-                    counts[name] = conn.execute(
-                        delete(table).where(table.c.experiment_id.in_(exp_ids))).rowcount
-        return counts
+            return _per_table(conn, run_ids, experiment_ids, remove)
 
     def referenced_digests(self, *, excluding_runs: Sequence[str] = ()) -> set[str]:
         query = select(s.artifacts.c.digest).distinct()
@@ -114,3 +96,20 @@ class SqlMaintenance(SqlBase):
                     select(func.count()).select_from(s.blob_leases).where(stale)).scalar_one())
         with self._write() as conn:
             return int(conn.execute(delete(s.blob_leases).where(stale)).rowcount)
+
+
+def _per_table(conn: Connection, run_ids: Sequence[str], experiment_ids: Sequence[str],
+               op: Callable[[Connection, Table, Any], int]) -> dict[str, int]:
+    """Apply ``op`` (count or delete) to the rows of those runs and experiments, children
+    before parents; rows touched per table."""
+    counts = {"runs": 0, **{name: 0 for name, _ in _RUN_CHILDREN},
+              "experiments": 0, "experiment_tags": 0}
+    for chunk in _chunks(run_ids):
+        for name, table in (*_RUN_CHILDREN, ("runs", s.runs)):
+            counts[name] += op(conn, table, table.c.run_id.in_(chunk))
+    exp_ids = [int(e) for e in experiment_ids]
+    if exp_ids:
+        for name, table in (("experiment_tags", s.experiment_tags),
+                            ("experiments", s.experiments)):
+            counts[name] = op(conn, table, table.c.experiment_id.in_(exp_ids))
+    return counts
