@@ -317,6 +317,31 @@ class BlobStoreContract:
         assert store.drop(again) == 0
         assert not store.exists(ref.digest) and list(store.iter_claims()) == []
 
+    def test_a_reader_finds_an_object_put_back_before_it_looked_into_the_trash(
+        self, store: FsspecBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The interleaving that once failed under load: the reader's open misses the object (a
+        # collection claimed it), the collection restores it, and only then does the reader
+        # look into the trash, finding no claim. The object is there: the read must succeed.
+        ref = store.put_stream([b"put back"])
+        claim = store.claim(ref.digest)
+        assert claim is not None
+        looks: list[bool] = []
+
+        def collection_restores_first(digest: str) -> bool:
+            store.restore(claim)
+            looks.append(True)
+            return False
+
+        monkeypatch.setattr(store, "_claimed", collection_restores_first)
+        assert store.read_bytes(ref.digest) == b"put back"
+        assert store.size(ref.digest) == 8
+        assert looks == [True]  # the second look found the object, no waiting needed
+        # A blob that is really gone (no claim, still missing) is reported after one retry.
+        store.delete(ref.digest)
+        with pytest.raises(ArtifactNotFound):
+            store.read_bytes(ref.digest)
+
     @pytest.mark.parametrize("claim", ["x", "../../etc/passwd", "0" * 64,
                                        "0" * 64 + "./" + "0" * 14, "0" * 64 + "." + "Z" * 16])
     def test_forged_claim_names_are_refused(self, store: FsspecBlobStore, claim: str) -> None:

@@ -228,13 +228,22 @@ class FsspecBlobStore:
         on it (it is checking whether an upload took the blob meanwhile), wait for the
         verdict: the object comes back within milliseconds, or the claim is dropped."""
         deadline = time.monotonic() + CLAIM_WAIT_S
+        looked_again = False
         while True:
             try:
                 return action()
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                if not self._claimed(digest) or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     raise _not_found(digest) from None
-            time.sleep(0.005)
+                if self._claimed(digest):
+                    looked_again = False
+                    time.sleep(0.005)
+                elif looked_again:
+                    raise _not_found(digest) from None
+                else:
+                    # No claim now, but a collection may have put the object back between
+                    # the failed attempt and the look into the trash: one more attempt.
+                    looked_again = True
 
     def _info_size(self, path: str, digest: str) -> int:
         def size() -> int:
