@@ -67,8 +67,8 @@ def reset_postgres(url: str) -> None:
         ensure_schema(engine)
         with engine.begin() as conn:
             conn.execute(text(
-                "TRUNCATE metrics, latest_metrics, params, tags, artifacts, ingested_batches, "
-                "runs, experiment_tags, blob_leases RESTART IDENTITY CASCADE"
+                "TRUNCATE metrics, metric_chunks, latest_metrics, params, tags, artifacts, "
+                "ingested_batches, runs, experiment_tags, blob_leases RESTART IDENTITY CASCADE"
             ))
             conn.execute(text("DELETE FROM experiments WHERE experiment_id <> 0"))
             conn.execute(text("UPDATE experiments SET lifecycle_stage = 'active', "

@@ -63,7 +63,8 @@ def test_gc_frees_exactly_the_deleted_runs_unique_blobs(data: Data, tmp_path: Pa
     # params lr+layers, acc at steps 0 and 1 and one loss point (latest: acc, loss), tag team
     # and two artifacts; o1 has param depth, one auc point and one artifact; one batch each.
     rows = {"runs": 2, "metrics": 4, "latest_metrics": 3, "params": 3, "tags": 1,
-            "artifacts": 3, "ingested_batches": 2, "experiments": 1, "experiment_tags": 0}
+            "artifacts": 3, "ingested_batches": 2, "experiments": 1, "experiment_tags": 0,
+            "metric_chunks": 0}
 
     # A dry run (the default) reports and changes nothing.
     result = data.ok(*gc, "--older-than", "0s", uri=False)

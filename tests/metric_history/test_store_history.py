@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -183,58 +182,24 @@ def test_pages_hold_the_full_history_in_order(stores: SqlStores) -> None:
         assert len(flat) == len(points)
 
 
-def test_points_logged_while_streaming_after_the_cursor_appear(stores: SqlStores) -> None:
+def test_a_stream_is_the_history_as_its_first_page_was_read(
+        stores: SqlStores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are fetched while the pages are consumed, in later transactions; writes in
+    between, even ones that pack the rows the stream had read into a new chunk, neither add
+    nor repeat nor drop a point."""
+    from modelyard.stores.sql import history
+
+    monkeypatch.setattr(history, "FETCH_POINTS", 1_000)  # several fetches for this history
     r = new_run(stores)
-    log(stores, r, [Metric("m", 0.0, i, 0) for i in range(100)])
-    pages = stores.runs.iter_metric_history(r, "m", page_size=50)
+    log(stores, r, [Metric("m", 0.0, i, 0) for i in range(6_000)])  # chunks
+    log(stores, r, [Metric("m", 1.0, 6_000 + i, 0) for i in range(100)])  # rows
+    pages = stores.runs.iter_metric_history(r, "m", page_size=700)
     first = next(pages)
-    log(stores, r, [Metric("m", 1.0, 1000, 0)])  # beyond the cursor
-    rest = list(pages)
-    assert len(first) == 50 and sum(len(p) for p in rest) == 51
-    assert rest[-1].steps[-1] == 1000
-
-
-# ---------------------------------------------------------------------- migration 0003
-
-
-def test_migration_0003_keeps_histories_and_reads_from_the_new_indexes(tmp_path: Path) -> None:
-    from sqlalchemy import inspect, text
-
-    from modelyard.stores.sql.engine import make_engine
-    from modelyard.stores.sql.migrate import upgrade
-
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        upgrade(engine, "0002")
-        with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, "
-                "start_time, lifecycle_stage) VALUES (:r, 0, 'r', 'u', 'RUNNING', 0, 'active')"),
-                {"r": "c" * 32})
-            conn.execute(text(
-                "INSERT INTO metrics (run_id, key, value, is_nan, step, timestamp) "
-                "VALUES (:r, 'm', :v, :n, :s, 0)"),
-                [{"r": "c" * 32, "v": None if i == 3 else float(i), "n": i == 3, "s": i}
-                 for i in range(10)])
-        upgrade(engine)
-        with engine.connect() as conn:
-            names = {ix["name"] for ix in inspect(conn).get_indexes("metrics")}
-            plan = conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT step, timestamp, value, id FROM metrics "
-                "WHERE run_id = 'x' AND key = 'm' ORDER BY step, timestamp, id").all()
-    finally:
-        engine.dispose()
-    assert {"ix_metrics_history", "ix_metrics_nan"} <= names
-    assert "ix_metrics_run_key_step" not in names
-    assert "COVERING INDEX ix_metrics_history" in " ".join(str(row[-1]) for row in plan)
-    stores = open_sql_stores(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        full = stores.runs.get_metric_history("c" * 32, "m")
-        assert [m.step for m in full] == list(range(10)) and math.isnan(full[3].value)
-        assert same(stores.runs.get_metric_history("c" * 32, "m", max_points=5),
-                    reference_downsample(full, 5))
-    finally:
-        stores.close()
+    log(stores, r, [Metric("m", 2.0, 7_000 + i, 0) for i in range(5_000)])  # packs the rows
+    steps = [int(x) for p in [first, *pages] for x in p.steps]
+    assert steps == list(range(6_100))
+    again = [int(x) for p in stores.runs.iter_metric_history(r, "m") for x in p.steps]
+    assert again == [*range(6_100), *range(7_000, 12_000)]
 
 
 def test_many_downsamples_at_once_share_the_pool_without_deadlock(stores: SqlStores) -> None:

@@ -250,3 +250,68 @@ def test_upgrading_from_0001_keeps_every_row_and_frees_deleted_names(engine: Eng
             conn.execute(s.runs.insert().values(
                 run_id="f" * 32, experiment_id=99, run_name="r", user_id="u",
                 status="FINISHED", start_time=1, lifecycle_stage="active"))
+
+
+def _old_history(n: int, seed: int) -> list[tuple[int, int, float | None]]:
+    """(step, timestamp, value or None for NaN) in logging order: steps out of order with
+    repeats, so logging order decides between points that share a step and a timestamp."""
+    import random
+
+    rng = random.Random(seed)
+    return [(rng.randrange(n // 3), rng.randrange(3), None if i % 97 == 5 else rng.random())
+            for i in range(n)]
+
+
+def test_0003_packs_histories_into_chunks_and_the_downgrade_unpacks_them(
+        engine: Engine) -> None:
+    """0003 moves every history of 2,048 points or more into chunks; both tiers read back
+    exactly as the rows were (history order: step, timestamp, logging order), and the
+    downgrade gives back the same rows in the same order."""
+    import math
+
+    upgrade(engine, "0001")
+    big, small = _old_history(5_000, 1), _old_history(300, 2)
+    run_id = "c" * 32
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time, "
+            "lifecycle_stage) VALUES (:r, 0, 'r', 'u', 'RUNNING', 0, 'active')"), {"r": run_id})
+        for key, points in (("big", big), ("small", small)):
+            conn.execute(text(
+                "INSERT INTO metrics (run_id, key, value, is_nan, step, timestamp) "
+                "VALUES (:r, :k, :v, :nan, :s, :t)"),
+                [{"r": run_id, "k": key, "v": v, "nan": v is None, "s": st, "t": ts}
+                 for st, ts, v in points])
+            conn.execute(text(
+                "INSERT INTO latest_metrics (run_id, key, value, is_nan, step, timestamp) "
+                "VALUES (:r, :k, 0.0, false, 0, 0)"), {"r": run_id, "k": key})
+
+    def expected(points: list[tuple[int, int, float | None]]) -> list[tuple[int, int, str]]:
+        ordered = sorted(enumerate(points), key=lambda p: (p[1][0], p[1][1], p[0]))
+        return [(st, ts, "nan" if v is None else repr(v)) for _, (st, ts, v) in ordered]
+
+    def read(key: str) -> list[tuple[int, int, str]]:
+        stores = open_sql_stores(engine.url.render_as_string(hide_password=False))
+        try:
+            return [(m.step, m.timestamp, "nan" if math.isnan(m.value) else repr(m.value))
+                    for m in stores.runs.get_metric_history(run_id, key)]
+        finally:
+            stores.close()
+
+    upgrade(engine)
+    with engine.connect() as conn:
+        tiers = dict(conn.execute(text(
+            "SELECT key, count(*) FROM metrics GROUP BY key")).all())
+        chunks = conn.execute(text("SELECT key, sum(n) FROM metric_chunks GROUP BY key")).all()
+        pending = dict(conn.execute(text("SELECT key, pending FROM latest_metrics")).all())
+    assert tiers == {"small": 300} and chunks == [("big", 5_000)]
+    assert pending == {"big": 0, "small": 300}
+    assert read("big") == expected(big) and read("small") == expected(small)
+
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0002")  # type: ignore[arg-type]
+        rows = conn.execute(text(
+            "SELECT step, timestamp, value, is_nan FROM metrics WHERE key = 'big' "
+            "ORDER BY step, timestamp, id")).all()
+    assert "metric_chunks" not in _tables(engine)
+    assert [(st, ts, "nan" if nan else repr(v)) for st, ts, v, nan in rows] == expected(big)

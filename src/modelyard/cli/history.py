@@ -14,7 +14,6 @@ from rich.table import Table
 from modelyard.backend.protocol import Backend
 from modelyard.cli.common import console, handle_errors, print_json
 from modelyard.cli.shared import about_run, fmt_number, open_backend, uri_option
-from modelyard.domain.entities import Metric
 from modelyard.domain.history import HistoryColumns, HistoryFormat
 from modelyard.domain.validation import validate_max_points
 from modelyard.errors import InvalidArgument
@@ -22,11 +21,6 @@ from modelyard.wire.history_formats import encode_history
 from modelyard.wire.schemas import history_to_json
 
 FORMATS = ("table", "json", "csv", "arrow")
-
-
-def _columns(points: list[Metric]) -> HistoryColumns:
-    return HistoryColumns([m.step for m in points], [m.timestamp for m in points],
-                          [m.value for m in points])
 
 
 def _export_full(b: Backend, run_id: str, key: str, fmt: HistoryFormat,
@@ -99,7 +93,7 @@ def history_command(
             return
         points = b.get_metric_history(run_id, key, max_points=max_points)
     if output_format in ("csv", "arrow"):
-        pages = [_columns(points)]
+        pages = [HistoryColumns.from_points(points)]
         _write(b"".join(encode_history(HistoryFormat(output_format), key, pages)), output)
     elif output_format == "json":
         if output is None:

@@ -1,8 +1,8 @@
 """Metric histories for charts: the downsampling rule and the export formats.
 
 Downsampling keeps the *shape* of a history in at most ``max_points`` points, computed by the
-store (in SQL) without reading every point into Python. The rule, which every store implements
-exactly (a test compares each with a plain-Python version of it):
+store over packed columns (never a Python object per point). The rule, which every store
+implements exactly (a test compares each with a plain-Python version of it):
 
 1. The history is ordered by step, then timestamp, then logging order.
 2. If it holds at most ``max_points`` points, all of them are returned, unchanged.
@@ -24,8 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
+from modelyard.domain.entities import Metric
 from modelyard.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 def bucket_count(max_points: int, *, has_nan: bool) -> int:
@@ -53,14 +59,34 @@ def step_buckets(first_step: int, last_step: int, count: int) -> list[tuple[int,
 
 @dataclass(frozen=True, slots=True)
 class HistoryColumns:
-    """A slice of one metric's history as parallel columns (how histories are streamed)."""
+    """Points of one metric's history as three parallel numpy arrays (how histories are read,
+    streamed and exported: millions of points without a Python object each).
 
-    steps: Sequence[int]
-    timestamps: Sequence[int]
-    values: Sequence[float]
+    numpy is imported where columns are made, not here: ``import modelyard`` stays light.
+    """
+
+    steps: npt.NDArray[np.int64]
+    timestamps: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def take(self, index: npt.NDArray[np.intp] | slice) -> HistoryColumns:
+        return HistoryColumns(self.steps[index], self.timestamps[index], self.values[index])
+
+    @classmethod
+    def from_points(cls, points: Sequence[Metric]) -> HistoryColumns:
+        import numpy as np
+
+        return cls(np.fromiter((m.step for m in points), np.int64, len(points)),
+                   np.fromiter((m.timestamp for m in points), np.int64, len(points)),
+                   np.fromiter((m.value for m in points), np.float64, len(points)))
+
+    def to_points(self, key: str) -> list[Metric]:
+        return [Metric(key, v, s, t) for s, t, v in
+                zip(self.steps.tolist(), self.timestamps.tolist(), self.values.tolist(),
+                    strict=True)]
 
 
 class HistoryFormat(StrEnum):

@@ -116,8 +116,8 @@ class RunStore(Protocol):
         """One metric's points in history order (step, timestamp, logging order).
 
         Args:
-            max_points: None for every point; else at most this many (>= 2), downsampled in
-                the database by the rule in ``modelyard.domain.history``.
+            max_points: None for every point; else at most this many (>= 2), downsampled by
+                the rule in ``modelyard.domain.history`` without a Python object per point.
         Returns:
             the points; [] for a key the run never logged.
         Raises:
@@ -127,8 +127,9 @@ class RunStore(Protocol):
     def iter_metric_history(
         self, run_id: str, key: str, *, page_size: int = ...
     ) -> Iterator[HistoryColumns]:
-        """Every point of one metric in history order, as column pages of ``page_size``
-        points read in separate short transactions (constant memory for any length).
+        """Every point of one metric in history order, as column pages of at most
+        ``page_size`` points: the history as it was when the first page was asked for, read
+        in short transactions as the pages are consumed (bounded memory for any length).
 
         Raises:
             RunNotFound: at the call, before the first page is read.

@@ -166,9 +166,9 @@ def history_pages_to_json(key: str, pages: Iterable[HistoryColumns]) -> dict[str
     timestamps: list[int] = []
     values: list[float | str] = []
     for page in pages:
-        steps.extend(page.steps)
-        timestamps.extend(page.timestamps)
-        values.extend(v if v - v == 0 else float_to_json(v) for v in page.values)
+        steps += page.steps.tolist()
+        timestamps += page.timestamps.tolist()
+        values.extend(v if v - v == 0 else float_to_json(v) for v in page.values.tolist())
     return {"key": key, "steps": steps, "timestamps": timestamps, "values": values}
 
 

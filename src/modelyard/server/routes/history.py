@@ -35,9 +35,8 @@ def metric_history(request: Request, run_id: str, key: str, max_points: int | No
     if max_points is None:
         pages = svc.iter_metric_history(run_id, key)  # refuses a bad run or key right here
     else:
-        points = svc.get_metric_history(run_id, key, max_points=max_points)
-        pages = iter([HistoryColumns([m.step for m in points], [m.timestamp for m in points],
-                                     [m.value for m in points])])
+        pages = iter([HistoryColumns.from_points(
+            svc.get_metric_history(run_id, key, max_points=max_points))])
     headers = {"Content-Disposition": f'attachment; filename="metric-history.{fmt.value}"'}
     return StreamingResponse(encode_history(fmt, key, pages), media_type=fmt.media_type,
                              headers=headers)

@@ -1,248 +1,245 @@
-"""Metric histories in SQL: downsampled inside the database, streamed in keyset pages.
+"""Metric histories in SQL: appended as rows, packed into chunks, read as numpy columns.
 
-Both read only the covering index ``ix_metrics_history`` (run_id, key, step, timestamp, id,
-value), which is also the history order; NaN points (stored as NULL) are found through the
-partial index ``ix_metrics_nan``. The downsampling rule is documented in
-``modelyard.domain.history``; here is how each database computes it without sending every
-point to Python:
+A history lives in two tiers (``schema.MetricRow``, ``schema.MetricChunkRow``). A batch that
+brings a key few points appends them as rows; once a key holds ``pack_threshold(key)`` rows
+(2,048 to 4,095, spread by key so that keys logged together are not all packed by the same
+batch) they are packed into one chunk and deleted. A batch that brings a key ``PACK_AT`` points
+or more writes them as chunks directly, taking the key's rows along. So every row of a history
+is newer than its chunks, a history holds at most ~4,000 rows, and reading a million points
+means reading a few hundred blobs instead of a million rows.
 
-- SQLite: per bucket, ``SELECT id, min(value)`` over the bucket's index range. With exactly one
-  ``min()``/``max()`` SQLite takes a bare column from the row holding the extreme, replacing it
-  only on a strictly better value, so it is the *first* such row in index (= history) order.
-  One pass for the minima, one for the maxima.
-- PostgreSQL: per bucket ``min(value), max(value)`` in one pass (a LATERAL join over the bucket
-  ranges), then, per bucket and extreme, the first row in history order holding that value
-  (an index scan that stops at the first match: half a bucket on average).
+On PostgreSQL the key's ``latest_metrics`` row, upserted before any packing, serialises the
+writers of one history: a packer sees every committed row of it, and no other writer of that
+key can commit between its read and its delete.
 
-From ``PARALLEL_BUCKETS`` buckets on, the bucket list is split in two halves computed at once on
-two connections (two cores; the driver releases the GIL while the database works), which halves
-the time at a million points.
-
-Rows are fetched with the driver's own cursor (plain tuples): at a million points the per-row
-cost of result objects would dominate.
+Reading (``full_history``, ``downsample``, ``history_pages``) first takes the list of chunks and
+the rows in one snapshot, then the chunks' bytes (immutable, so later transactions may fetch
+them); ``stores.sql.chunks`` merges the parts, ``stores.sql.downsample`` downsamples them.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import math
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
-from sqlalchemy import Connection, TextClause, text
+import numpy as np
+from sqlalchemy import Connection, bindparam, delete, select, text, update
 
 from modelyard.domain.entities import Metric
-from modelyard.domain.history import HistoryColumns, bucket_count, step_buckets
-
-# From this many buckets on, a downsample reads two halves of the history in parallel.
-PARALLEL_BUCKETS = 64
-# Points per page of a streamed history: ~3 MB of Python objects, 400 kB of Arrow.
-PAGE_SIZE = 16384
-
-Row = tuple[int, int, float | None, int]  # step, timestamp, value (NULL = NaN), id
-
-_SELECT = "SELECT step, timestamp, value, id FROM metrics"
-_HISTORY = "run_id = :run_id AND key = :key"
-_ORDER = "ORDER BY step, timestamp, id"
-
-_HEAD = text(f"{_SELECT} WHERE {_HISTORY} {_ORDER} LIMIT :n")
-_LAST = text(f"{_SELECT} WHERE {_HISTORY} ORDER BY step DESC, timestamp DESC, id DESC LIMIT 1")
-_ALL = text(f"{_SELECT} WHERE {_HISTORY} {_ORDER}")
-_AFTER = text(
-    f"{_SELECT} WHERE {_HISTORY} AND (step, timestamp, id) > (:step, :ts, :id) {_ORDER} LIMIT :n"
+from modelyard.domain.history import HistoryColumns, bucket_count
+from modelyard.errors import RunNotFound
+from modelyard.stores.sql import schema as s
+from modelyard.stores.sql.chunks import (
+    EMPTY,
+    Part,
+    concat,
+    in_history_order,
+    merge,
+    overlap_groups,
+    pack,
+    split,
+    unpack,
 )
-_HAS_NAN_PG = text(f"SELECT 1 FROM metrics WHERE {_HISTORY} AND value IS NULL LIMIT 1")
-# SQLite's planner prefers the covering index to the partial one (which holds only the NaNs),
-# scanning the whole history; it has to be told.
-_NANS_SQLITE = "metrics INDEXED BY ix_metrics_nan"
-_HAS_NAN_SQLITE = text(f"SELECT 1 FROM {_NANS_SQLITE} WHERE {_HISTORY} AND value IS NULL LIMIT 1")
-_BY_ID_SQLITE = text(f"{_SELECT} WHERE id IN (SELECT value FROM json_each(:ids))")
-_BY_ID_PG = text(f"{_SELECT} WHERE id = ANY(CAST(:ids AS BIGINT[]))")
+from modelyard.stores.sql.downsample import Downsampler
 
-# SQLite: the bucket ranges arrive as one JSON array [[low, high], ...].
-_SQLITE_RANGE = "step BETWEEN json_extract(b.value, '$[0]') AND json_extract(b.value, '$[1]')"
+PACK_AT = 2048
+"""Rows of one key that are packed into a chunk (plus up to as many again, by key)."""
+CHUNK_MAX = 65536
+"""Points in one chunk at most (1.5 MiB)."""
+PAGE_SIZE = 65536
+"""Points per page of a streamed history."""
+FETCH_POINTS = 1 << 18
+"""Points whose chunks are fetched by one query (6 MiB): small enough to stay in memory the
+allocator keeps, which fresh pages (a page fault each) would cost more than the queries."""
+FEED_POINTS = 1 << 13
+"""Points from which a downsample stops joining neighbouring parts into one piece."""
 
-
-def _sqlite_extreme(fn: str) -> str:
-    # INDEXED BY: the bare ``id`` is the first extreme *in scan order*, so the scan order must
-    # be the history order whatever the planner would prefer.
-    return (
-        f"(SELECT CASE WHEN v IS NULL THEN NULL ELSE id END FROM (SELECT id, {fn}(value) AS v "
-        f"FROM metrics INDEXED BY ix_metrics_history WHERE {_HISTORY} AND {_SQLITE_RANGE}))"
-    )
+_m, _c, _l = s.metrics.c, s.metric_chunks.c, s.latest_metrics.c
 
 
-_SQLITE_EXTREMES = text(
-    f"SELECT {_sqlite_extreme('min')}, {_sqlite_extreme('max')} FROM json_each(:bounds) AS b"
-)
-_SQLITE_NANS = text(
-    f"SELECT (SELECT id FROM {_NANS_SQLITE} WHERE {_HISTORY} AND value IS NULL AND {_SQLITE_RANGE} "
-    f"{_ORDER} LIMIT 1) FROM json_each(:bounds) AS b"
-)
-
-# PostgreSQL: the bucket ranges arrive as arrays, unnested side by side.
-_PG_BUCKETS = "unnest(CAST(:lows AS BIGINT[]), CAST(:highs AS BIGINT[]))"
-_PG_MIN_MAX = text(
-    f"SELECT b.lo, b.hi, mm.lo_v, mm.hi_v FROM {_PG_BUCKETS} AS b(lo, hi) "
-    f"CROSS JOIN LATERAL (SELECT min(value) AS lo_v, max(value) AS hi_v FROM metrics "
-    f"WHERE {_HISTORY} AND step BETWEEN b.lo AND b.hi) AS mm WHERE mm.lo_v IS NOT NULL"
-)
-_PG_FIRST_WITH_VALUE = text(
-    f"SELECT (SELECT id FROM metrics WHERE {_HISTORY} AND step BETWEEN b.lo AND b.hi "
-    f"AND value = b.v {_ORDER} LIMIT 1) FROM unnest(CAST(:lows AS BIGINT[]), "
-    "CAST(:highs AS BIGINT[]), CAST(:vals AS DOUBLE PRECISION[])) AS b(lo, hi, v)"
-)
-_PG_NANS = text(
-    f"SELECT (SELECT id FROM metrics WHERE {_HISTORY} AND value IS NULL "
-    f"AND step BETWEEN b.lo AND b.hi {_ORDER} LIMIT 1) FROM {_PG_BUCKETS} AS b(lo, hi)"
-)
-
-_compiled: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
+def _where(cols: Any) -> Any:
+    # Bind names unlike the column names, which an UPDATE reserves for its SET clause.
+    return (cols.run_id == bindparam("run")) & (cols.key == bindparam("metric"))
 
 
-def _fetch(conn: Connection, clause: TextClause, params: dict[str, Any]) -> list[Any]:
-    """Run ``clause`` on the driver's cursor inside ``conn``'s transaction: plain tuples."""
-    key = (conn.dialect.name, id(clause))
-    found = _compiled.get(key)
-    if found is None:
-        compiled = clause.compile(dialect=conn.dialect)
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        found = _compiled[key] = (str(compiled), order)
-    sql, order = found
-    return _execute(conn, sql, params if order is None else [params[k] for k in order])
+_CHUNK_LIST = (select(_c.chunk_id, _c.n, _c.first_step, _c.last_step, _c.nan_count)
+               .where(_where(_c)).order_by(_c.chunk_id))
+_ROWS = select(_m.id, _m.step, _m.timestamp, _m.value).where(_where(_m)).order_by(_m.id)
+# The ids arrive as one parameter: a JSON array (SQLite) or an array (PostgreSQL).
+_CHUNK_DATA = {
+    "sqlite": text("SELECT chunk_id, data FROM metric_chunks "
+                   "WHERE chunk_id IN (SELECT value FROM json_each(:ids))"),
+    "postgresql": text("SELECT chunk_id, data FROM metric_chunks "
+                       "WHERE chunk_id = ANY(CAST(:ids AS BIGINT[]))"),
+}
+_DUE = select(_l.key, _l.pending).where(_l.run_id == bindparam("run"),
+                                       _l.pending >= bindparam("least"))
+_DROP_ROWS = delete(s.metrics).where(_where(_m), _m.id <= bindparam("max_id"))
+_PACKED = update(s.latest_metrics).where(_where(_l)).values(
+    pending=_l.pending - bindparam("packed"))
 
 
-def _execute(conn: Connection, sql: str, args: Any) -> list[Any]:
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, args)
-        with _gc_paused():
-            return cast(list[Any], cursor.fetchall())
-    finally:
-        cursor.close()
+def pack_threshold(key: str) -> int:
+    """How many rows of ``key`` trigger packing: from ``PACK_AT`` to twice that, by key."""
+    return PACK_AT + zlib.crc32(key.encode()) % PACK_AT
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of a large fetch: it would otherwise run every
-    few hundred rows over tuples that cannot form cycles, halving the throughput."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+# ---------------------------------------------------------------------------- writing
 
 
-def _metric(key: str, row: Row) -> Metric:
-    value = row[2]
-    return Metric(key, math.nan if value is None else value, row[0], row[1])
+def split_batch(
+    points: Sequence[Metric],
+) -> tuple[dict[str, list[Metric]], list[Metric], dict[str, int]]:
+    """The keys a batch brings enough points of to write as chunks (with their points), the
+    points to append as rows (in logging order), and how many rows each key gets."""
+    by_key: dict[str, list[Metric]] = {}
+    for m in points:
+        by_key.setdefault(m.key, []).append(m)
+    direct = {k: v for k, v in by_key.items() if len(v) >= PACK_AT}
+    added = {k: len(v) for k, v in by_key.items() if k not in direct}
+    if not direct:
+        return direct, list(points), added
+    return direct, [m for m in points if m.key not in direct], added
 
 
-def full_history(conn: Connection, run_id: str, key: str) -> list[Metric]:
-    """Every point of one history, in history order."""
-    rows = _fetch(conn, _ALL, {"run_id": run_id, "key": key})
-    with _gc_paused():
-        return [_metric(key, r) for r in rows]
+def pack_due(conn: Connection, run_id: str, direct: dict[str, list[Metric]],
+             keys: Collection[str]) -> None:
+    """Write ``direct``'s points as chunks (with their keys' rows) and pack the rows of every
+    key of ``keys`` (the batch's) that reached its threshold.
 
-
-def downsample(conn: Connection, run_id: str, key: str, max_points: int, *,
-               helpers: threading.Semaphore | None = None) -> list[Metric]:
-    """At most ``max_points`` points keeping the history's shape (``domain.history``).
-
-    ``helpers`` limits how many downsamples at once may take a second connection (see
-    :func:`_extremes`); None: never.
+    Call after the batch's ``latest_metrics`` upsert: on PostgreSQL it holds the lock on each
+    of ``keys`` that keeps other writers of those histories out until this one commits.
     """
-    hist = {"run_id": run_id, "key": key}
-    head: list[Row] = _fetch(conn, _HEAD, {**hist, "n": max_points + 1})
-    if len(head) <= max_points:
-        return [_metric(key, r) for r in head]
-    first = head[0]
-    last: Row = _fetch(conn, _LAST, hist)[0]
+    due = _all(conn, _DUE, {"run": run_id, "least": 1 if direct else PACK_AT})
+    chunks: list[dict[str, Any]] = []
+    unpacked = dict(direct)
+    for key, pending in due:
+        if key in direct or (key in keys and pending >= pack_threshold(key)):
+            chunks += _pack_rows(conn, run_id, key, unpacked.pop(key, None))
+    for key, points in unpacked.items():
+        cols = HistoryColumns.from_points(points)
+        chunks += _chunk_rows(run_id, key, in_history_order(cols))
+    if chunks:
+        conn.execute(s.metric_chunks.insert(), chunks)
+
+
+def _pack_rows(conn: Connection, run_id: str, key: str,
+               more: list[Metric] | None) -> list[dict[str, Any]]:
+    series = {"run": run_id, "metric": key}
+    rows = _all(conn, _ROWS, series)
+    parts = [_row_columns(rows)]
+    if more:
+        parts.append(HistoryColumns.from_points(more))
+    if rows:
+        conn.execute(_DROP_ROWS, {**series, "max_id": rows[-1][0]})
+        conn.execute(_PACKED, {**series, "packed": len(rows)})
+    return _chunk_rows(run_id, key, in_history_order(concat(parts)))
+
+
+def _chunk_rows(run_id: str, key: str, cols: HistoryColumns) -> list[dict[str, Any]]:
+    return [{"run_id": run_id, "key": key, "n": len(piece),
+             "first_step": int(piece.steps[0]), "last_step": int(piece.steps[-1]),
+             "nan_count": int(np.count_nonzero(np.isnan(piece.values))),
+             "data": pack(piece)}
+            for piece in split(cols, CHUNK_MAX) if len(piece)]
+
+
+def _row_columns(rows: Sequence[tuple[Any, ...]]) -> HistoryColumns:
+    if not rows:
+        return EMPTY
+    _ids, steps, stamps, values = zip(*rows, strict=True)
+    # NULL (a NaN) becomes NaN in a float64 array.
+    return HistoryColumns(np.array(steps, np.int64), np.array(stamps, np.int64),
+                   np.array(values, np.float64))
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _parts(conn: Connection, run_id: str, key: str) -> list[Part]:
+    """The history's chunks in logging order, then its rows (read now), in one snapshot."""
+    series = {"run": run_id, "metric": key}
+    parts = [Part(rank, *row) for rank, row in enumerate(_all(conn, _CHUNK_LIST, series))]
+    cols = in_history_order(_row_columns(_all(conn, _ROWS, series)))
+    if len(cols):
+        parts.append(Part(len(parts), None, len(cols), int(cols.steps.min()),
+                          int(cols.steps.max()),
+                          int(np.count_nonzero(np.isnan(cols.values))), cols))
+    return parts
+
+
+def _load(conn: Connection, parts: Sequence[Part]) -> dict[int, HistoryColumns]:
+    """Each part's columns by rank (chunks fetched from the database)."""
+    out = {p.rank: p.cols for p in parts if p.cols is not None}
+    ids = {p.chunk_id: p for p in parts if p.chunk_id is not None}
+    if not ids:
+        return out
     pg = conn.dialect.name == "postgresql"
-    has_nan = bool(_fetch(conn, _HAS_NAN_PG if pg else _HAS_NAN_SQLITE, hist))
-    buckets = step_buckets(first[0], last[0], bucket_count(max_points, has_nan=has_nan))
-    ids = _extremes(conn, hist, buckets, has_nan=has_nan,
-                    find=_pg_extremes if pg else _sqlite_extremes, helpers=helpers)
-    rows = {first[3]: first, last[3]: last}
-    wanted = sorted(ids - rows.keys())
-    if wanted:
-        found = _fetch(conn, _BY_ID_PG if pg else _BY_ID_SQLITE,
-                       {"ids": wanted if pg else json.dumps(wanted)})
-        rows.update((r[3], r) for r in found)
-    ordered = sorted(rows.values(), key=lambda r: (r[0], r[1], r[3]))
-    return [_metric(key, r) for r in ordered]
+    wanted = list(ids)
+    for chunk_id, data in _all(conn, _CHUNK_DATA[conn.dialect.name],
+                               {"ids": wanted if pg else json.dumps(wanted)}):
+            part = ids.pop(chunk_id)
+            out[part.rank] = unpack(bytes(data), part.n)
+    if ids:
+        raise RunNotFound("the run was purged while its metric history was being read",
+                          field="run_id")
+    return out
 
 
-Finder = Callable[..., set[int]]
+def full_history(conn: Connection, run_id: str, key: str) -> HistoryColumns:
+    """Every point of one history, in history order."""
+    return _merged(conn, _parts(conn, run_id, key))
 
 
-def _extremes(conn: Connection, hist: dict[str, Any], buckets: Sequence[tuple[int, int]], *,
-              has_nan: bool, find: Finder, helpers: threading.Semaphore | None) -> set[int]:
-    """The ids of every bucket's extremes (and first NaN). Many buckets are split in two halves
-    read at once on two connections: the database does the work, so the halves run in
-    parallel (the driver releases the GIL while a statement runs).
-
-    A downsample that holds one connection and waits for a second could, with enough of them
-    at once, hold the whole pool and wait forever; so only as many as ``helpers`` allows go
-    parallel, the others read both halves themselves.
-    """
-    if len(buckets) < PARALLEL_BUCKETS or helpers is None or not helpers.acquire(blocking=False):
-        return find(conn, hist, buckets, has_nan=has_nan) if buckets else set()
-    try:
-        return _in_two_halves(conn, hist, buckets, has_nan=has_nan, find=find)
-    finally:
-        helpers.release()
+def _merged(conn: Connection, parts: Sequence[Part]) -> HistoryColumns:
+    loaded = _load(conn, parts)
+    return concat([merge([loaded[p.rank] for p in g]) for g in overlap_groups(parts)])
 
 
-def _in_two_halves(conn: Connection, hist: dict[str, Any], buckets: Sequence[tuple[int, int]],
-                   *, has_nan: bool, find: Finder) -> set[int]:
-    half = len(buckets) // 2
+def downsample(conn: Connection, run_id: str, key: str, max_points: int) -> HistoryColumns:
+    """At most ``max_points`` points keeping the history's shape (``domain.history``)."""
+    parts = _parts(conn, run_id, key)
+    if sum(p.n for p in parts) <= max_points:
+        return _merged(conn, parts)
+    has_nan = any(p.nan_count for p in parts)
+    sampler = Downsampler(min(p.first_step for p in parts), max(p.last_step for p in parts),
+                          bucket_count(max_points, has_nan=has_nan))
+    order = 0
+    for batch in _fetch_batches(parts):
+        loaded = _load(conn, batch)
+        # Small neighbours in logging order whose steps only grow are fed as one piece (each
+        # feed costs a few dozen array operations, whatever its length).
+        run: list[HistoryColumns] = []
+        run_order, run_size, reach = order, 0, None
+        for p in batch:
+            if run and (run_size >= FEED_POINTS or (reach is not None and p.first_step <= reach)):
+                sampler.feed(concat(run), run_order)
+                run, run_order, run_size = [], order, 0
+            run.append(loaded[p.rank])
+            run_size += p.n
+            reach = p.last_step
+            order += p.n
+        if run:
+            sampler.feed(concat(run), run_order)
+    return sampler.result()
 
-    def other_half() -> set[int]:
-        with conn.engine.connect() as second:
-            return find(second, hist, buckets[half:], has_nan=has_nan)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-history") as pool:
-        later = pool.submit(other_half)
-        ids = find(conn, hist, buckets[:half], has_nan=has_nan)
-        return ids | later.result()
-
-
-def _sqlite_extremes(conn: Connection, hist: dict[str, Any],
-                     buckets: Sequence[tuple[int, int]], *, has_nan: bool) -> set[int]:
-    params = {**hist, "bounds": json.dumps(buckets)}
-    ids = {i for row in _fetch(conn, _SQLITE_EXTREMES, params) for i in row if i is not None}
-    if has_nan:
-        ids |= {row[0] for row in _fetch(conn, _SQLITE_NANS, params) if row[0] is not None}
-    return ids
-
-
-def _pg_extremes(conn: Connection, hist: dict[str, Any],
-                 buckets: Sequence[tuple[int, int]], *, has_nan: bool) -> set[int]:
-    # The planner's JIT compiles these per-bucket plans for ~50 ms and wins nothing back.
-    conn.exec_driver_sql("SET LOCAL jit = off")
-    ranges = {"lows": [b[0] for b in buckets], "highs": [b[1] for b in buckets]}
-    found = _fetch(conn, _PG_MIN_MAX, {**hist, **ranges})
-    lows, highs, vals = [], [], []
-    for lo, hi, lo_v, hi_v in found:
-        for v in (lo_v, hi_v) if lo_v != hi_v else (lo_v,):
-            lows.append(lo)
-            highs.append(hi)
-            vals.append(v)
-    ids: set[int] = set()
-    if vals:
-        rows = _fetch(conn, _PG_FIRST_WITH_VALUE,
-                      {**hist, "lows": lows, "highs": highs, "vals": vals})
-        ids |= {r[0] for r in rows if r[0] is not None}
-    if has_nan:
-        ids |= {r[0] for r in _fetch(conn, _PG_NANS, {**hist, **ranges}) if r[0] is not None}
-    return ids
+def _fetch_batches(parts: Sequence[Part]) -> Iterator[list[Part]]:
+    """Parts in logging order, in batches of about ``FETCH_POINTS`` points."""
+    batch: list[Part] = []
+    size = 0
+    for p in parts:
+        batch.append(p)
+        size += p.n
+        if size >= FETCH_POINTS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def history_pages(
@@ -252,22 +249,62 @@ def history_pages(
     *,
     page_size: int,
 ) -> Iterator[HistoryColumns]:
-    """The full history in pages of ``page_size`` points, each read in its own short
-    transaction and continued after the last (step, timestamp, id) seen: constant memory, no
-    OFFSET, and no connection held while the caller writes a page out."""
-    hist: dict[str, Any] = {"run_id": run_id, "key": key, "n": page_size}
-    after: dict[str, Any] | None = None
-    while True:
+    """The full history in pages of at most ``page_size`` points, as it was when the first
+    page was asked for. Chunks are fetched in short transactions of their own as the pages are
+    consumed, so no connection is held while the caller writes a page out; memory holds one
+    fetch (about ``FETCH_POINTS`` points), or one group of chunks whose steps overlap."""
+    with read() as conn:
+        parts = _parts(conn, run_id, key)
+    groups = overlap_groups(parts)
+    while groups:
+        take, size = 0, 0
+        while take < len(groups) and (take == 0 or size < FETCH_POINTS):
+            size += sum(p.n for p in groups[take])
+            take += 1
+        batch, groups = groups[:take], groups[take:]
         with read() as conn:
-            rows: list[Row] = (_fetch(conn, _HEAD, hist) if after is None
-                               else _fetch(conn, _AFTER, {**hist, **after}))
-        if not rows:
-            return
+            loaded = _load(conn, [p for g in batch for p in g])
+        for group in batch:
+            yield from split(merge([loaded[p.rank] for p in group]), page_size)
+
+
+# ---------------------------------------------------------------------------- the driver
+
+_compiled: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _all(conn: Connection, stmt: Any, params: dict[str, Any]) -> list[Any]:
+    """Run ``stmt`` on the driver's own cursor inside ``conn``'s transaction: plain tuples,
+    without SQLAlchemy's per-row result objects; PostgreSQL answers in its binary format
+    (a chunk's bytes as they are, not as hex text)."""
+    key = (conn.dialect.name, id(stmt))
+    found = _compiled.get(key)
+    if found is None:
+        compiled = stmt.compile(dialect=conn.dialect)
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        found = _compiled[key] = (str(compiled), order)
+    sql, order = found
+    args: Any = params if order is None else [params[k] for k in order]
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(sql, args, binary=True)
+        else:
+            cursor.execute(sql, args)
         with _gc_paused():
-            steps, stamps, values, _ids = zip(*rows, strict=True)
-            page = HistoryColumns(steps, stamps, [math.nan if v is None else v for v in values])
-        yield page
-        if len(rows) < page_size:
-            return
-        step, ts, _value, row_id = rows[-1]
-        after = {"step": step, "ts": ts, "id": row_id}
+            return cast(list[Any], cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a large fetch: it would otherwise run every
+    few hundred rows over tuples that cannot form cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -14,7 +14,8 @@ from modelyard.stores.sql.base import SqlBase
 
 # Everything that hangs off a run, by the name reported for it.
 _RUN_CHILDREN: tuple[tuple[str, Table], ...] = (
-    ("metrics", s.metrics), ("latest_metrics", s.latest_metrics), ("params", s.params),
+    ("metrics", s.metrics), ("metric_chunks", s.metric_chunks),
+    ("latest_metrics", s.latest_metrics), ("params", s.params),
     ("tags", s.tags), ("artifacts", s.artifacts), ("ingested_batches", s.ingested_batches),
 )
 _CHUNK = 500

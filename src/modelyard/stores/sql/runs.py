@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.domain.entities import (
@@ -56,15 +55,18 @@ def load_runs(conn: Connection, infos: Sequence[RunInfo]) -> list[Run]:
 
 
 def _latest_per_key(points: Sequence[Metric]) -> list[Metric]:
+    """The latest point of each key, in key order (so that concurrent writers lock the keys'
+    ``latest_metrics`` rows in one order and never deadlock)."""
     best: dict[str, Metric] = {}
     for m in points:
         cur = best.get(m.key)
         if cur is None or m.sort_key() > cur.sort_key():
             best[m.key] = m
-    return list(best.values())
+    return [best[k] for k in sorted(best)]
 
 
 _METRIC_COLUMNS = ("run_id", "key", "value", "is_nan", "step", "timestamp")
+_LATEST_COLUMNS = (*_METRIC_COLUMNS, "pending")
 
 
 def _metric_row(run_id: str, m: Metric) -> tuple[object, ...]:
@@ -77,8 +79,6 @@ class SqlRunStore(SqlBase):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._latest_upsert = self._latest_statement()
-        # Downsamples that may read with a second connection at once (history._extremes).
-        self._history_helpers = threading.BoundedSemaphore(2)
 
     def _latest_statement(self) -> Any:
         stmt = self._insert(s.latest_metrics)
@@ -94,11 +94,11 @@ class SqlRunStore(SqlBase):
                 or_(old.value.is_(None), new.value > old.value),
             ),
         )
-        return stmt.on_conflict_do_update(
-            index_elements=["run_id", "key"],
-            set_={c: getattr(new, c) for c in ("value", "is_nan", "step", "timestamp")},
-            where=newer,
-        )
+        # No WHERE: the count of rows waiting to be packed grows with every batch, newer or not.
+        set_: dict[str, Any] = {c: case((newer, getattr(new, c)), else_=getattr(old, c))
+                                for c in ("value", "is_nan", "step", "timestamp")}
+        set_["pending"] = old.pending + new.pending
+        return stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_=set_)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,10 +250,19 @@ class SqlRunStore(SqlBase):
                     [{"run_id": run_id, "key": k, "value": v} for k, v in last.items()],
                 )
             if batch.metrics:
-                rows = [_metric_row(run_id, m) for m in batch.metrics]
-                self._append(conn, s.metrics, _METRIC_COLUMNS, rows)
-                self._update_latest(conn, run_id, batch.metrics)
+                self._log_metrics(conn, run_id, batch.metrics)
         return True
+
+    def _log_metrics(self, conn: Connection, run_id: str, points: Sequence[Metric]) -> None:
+        """Few points of a key become rows, many a chunk (``stores.sql.history``)."""
+        direct, as_rows, added = history.split_batch(points)
+        if as_rows:
+            self._append(conn, s.metrics, _METRIC_COLUMNS,
+                         [_metric_row(run_id, m) for m in as_rows])
+        latest = _latest_per_key(points)
+        self._bulk(conn, self._latest_upsert, _LATEST_COLUMNS,
+                   [(*_metric_row(run_id, m), added.get(m.key, 0)) for m in latest])
+        history.pack_due(conn, run_id, direct, {m.key for m in latest})
 
     def _write_params(self, conn: Connection, run_id: str, batch: LogBatch) -> None:
         conn.execute(
@@ -277,10 +286,6 @@ class SqlRunStore(SqlBase):
                     field=f"params.{key}",
                 )
 
-    def _update_latest(self, conn: Connection, run_id: str, points: Sequence[Metric]) -> None:
-        rows = [_metric_row(run_id, m) for m in _latest_per_key(points)]
-        self._bulk(conn, self._latest_upsert, _METRIC_COLUMNS, rows)
-
     def delete_tag(self, run_id: str, key: str) -> None:
         with self._write() as conn:
             self._active_info(conn, run_id)
@@ -296,9 +301,10 @@ class SqlRunStore(SqlBase):
         with self._read() as conn:
             self._info(conn, run_id)
             if max_points is None:
-                return history.full_history(conn, run_id, key)
-            return history.downsample(conn, run_id, key, max_points,
-                                      helpers=self._history_helpers)
+                cols = history.full_history(conn, run_id, key)
+            else:
+                cols = history.downsample(conn, run_id, key, max_points)
+        return cols.to_points(key)
 
     def iter_metric_history(
         self, run_id: str, key: str, *, page_size: int = history.PAGE_SIZE

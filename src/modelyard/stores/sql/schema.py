@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -109,8 +110,13 @@ class TagRow(Base):
 
 
 class MetricRow(Base):
-    """The full, append-only history. NaN is stored as value NULL with is_nan true, because
-    SQLite turns NaN into NULL anyway and PostgreSQL orders NaN above every number."""
+    """The newest points of a metric's history, one row each, in logging order (``id``).
+
+    A history lives in two tiers: these rows, cheap to append a few points at a time, and
+    :class:`MetricChunkRow` packs of thousands of points that are cheap to read. Once a history
+    has enough rows they are packed into a chunk and deleted (``stores.sql.history``); every
+    row is newer than every chunk of its history. NaN is stored as value NULL with is_nan true,
+    because SQLite turns NaN into NULL anyway and PostgreSQL orders NaN above every number."""
 
     __tablename__ = "metrics"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -121,18 +127,31 @@ class MetricRow(Base):
     step: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (
-        # History order (step, timestamp, id) with the value inside the index: reading or
-        # downsampling a history scans this index alone, never the table.
-        Index("ix_metrics_history", "run_id", "key", "step", "timestamp", "id", "value"),
-        # Only NaN points (value NULL): "where are this history's NaNs" is a seek, not a scan.
-        Index("ix_metrics_nan", "run_id", "key", "step", "timestamp", "id",
-              sqlite_where=text("value IS NULL"), postgresql_where=text("value IS NULL")),
-    )
+    __table_args__ = (Index("ix_metrics_series", "run_id", "key", "id"),)
+
+
+class MetricChunkRow(Base):
+    """A packed, immutable piece of a metric's history: ``n`` points sorted in history order
+    (step, timestamp, logging order) as three little-endian columns in ``data``: int64 steps,
+    int64 timestamps, float64 values (NaN as NaN). ``chunk_id`` is the logging order of the
+    chunks of one history; the step range and NaN count let a reader plan without the data."""
+
+    __tablename__ = "metric_chunks"
+    chunk_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), _run_fk())
+    key: Mapped[str] = mapped_column(String(250))
+    n: Mapped[int] = mapped_column(Integer)
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    nan_count: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_metric_chunks_series", "run_id", "key", "chunk_id"),)
 
 
 class LatestMetricRow(Base):
-    """The latest value per (run, key): highest step, then timestamp, then value."""
+    """The latest value per (run, key): highest step, then timestamp, then value; and how many
+    of the history's points are still rows (``pending``), which decides when to pack them."""
 
     __tablename__ = "latest_metrics"
     run_id: Mapped[str] = mapped_column(String(32), _run_fk(), primary_key=True)
@@ -141,6 +160,7 @@ class LatestMetricRow(Base):
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
     step: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
+    pending: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value", "run_id"),)
 
@@ -187,6 +207,7 @@ runs = cast(Table, RunRow.__table__)
 params = cast(Table, ParamRow.__table__)
 tags = cast(Table, TagRow.__table__)
 metrics = cast(Table, MetricRow.__table__)
+metric_chunks = cast(Table, MetricChunkRow.__table__)
 latest_metrics = cast(Table, LatestMetricRow.__table__)
 artifacts = cast(Table, ArtifactRow.__table__)
 ingested_batches = cast(Table, IngestedBatchRow.__table__)
