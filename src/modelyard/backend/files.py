@@ -20,7 +20,7 @@ def read_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
             yield chunk
 
 
-def write_verified(chunks: Iterable[bytes], dest: Path, *, digest: str | None,
+def write_verified(chunks: Iterable[bytes | memoryview], dest: Path, *, digest: str | None,
                    size: int | None = None) -> int:
     """Write chunks to a temp file beside ``dest``, check the BLAKE3 digest, rename into place.
 

@@ -306,9 +306,12 @@ def _hash_prefix(f: BinaryIO, n: int, hasher: blake3.blake3) -> None:
 
 
 def _blocks(resp: http.client.HTTPResponse,
-            on_progress: Progress | None = None) -> Iterator[bytes]:
+            on_progress: Progress | None = None) -> Iterator[memoryview]:
+    """The body in blocks read into one buffer, never copied: each block is valid only until
+    the next one is asked for (the consumers hash and write it at once)."""
     buf = bytearray(BLOCK)
+    view = memoryview(buf)
     while n := resp.readinto(buf):
         if on_progress is not None:
             on_progress(n)
-        yield bytes(buf[:n])
+        yield view[:n]
