@@ -9,6 +9,7 @@ The public SDK is exactly the names in ``__all__`` (a test keeps it honest)::
 
 from modelyard.client.api import (
     active_run,
+    collect_garbage,
     count_runs,
     create_experiment,
     delete_experiment,
@@ -54,6 +55,7 @@ from modelyard.errors import (
     Unavailable,
     UnsafePath,
 )
+from modelyard.tracking.gc import GcReport
 
 __version__ = "0.1.0"
 
@@ -65,6 +67,7 @@ __all__ = [
     "Conflict",
     "Experiment",
     "ExperimentNotFound",
+    "GcReport",
     "InvalidArgument",
     "InvalidFilter",
     "Metric",
@@ -80,6 +83,7 @@ __all__ = [
     "UnsafePath",
     "__version__",
     "active_run",
+    "collect_garbage",
     "count_runs",
     "create_experiment",
     "delete_experiment",

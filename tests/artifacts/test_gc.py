@@ -35,7 +35,8 @@ class Env:
         self.uploads = UploadArea(self.blobs)
         # Deletions an hour in the past, so "older than 1 minute" covers them.
         self.svc = TrackingService(experiments=self.stores.experiments, runs=self.stores.runs,
-                                   artifact_index=self.stores.artifacts, blobs=self.blobs,
+                                   artifact_index=self.stores.artifacts,
+                                   maintenance=self.stores.maintenance, blobs=self.blobs,
                                    clock=lambda: now_ms() - HOUR_MS)
 
     def gc(self, *, dry_run: bool = False, older_than_ms: int = 60_000) -> GcReport:

@@ -309,6 +309,7 @@ def service(db_url: str, tmp_path: Path) -> Iterator[TrackingService]:
             experiments=stores.experiments,
             runs=stores.runs,
             artifact_index=stores.artifacts,
+            maintenance=stores.maintenance,
             blobs=FsspecBlobStore(str(tmp_path / "blobs")),
         )
     finally:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from metric_history.reference import reference_downsample
 from modelyard.domain.entities import LogBatch, Metric
-from modelyard.errors import IntegrityFailure
+from modelyard.errors import IntegrityFailure, RunNotFound
 from modelyard.stores.sql import SqlStores, history, open_sql_stores
 
 NAN, INF = math.nan, math.inf
@@ -41,7 +41,6 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(history, "PACK_AT", 8)
     monkeypatch.setattr(history, "CHUNK_MAX", 13)
     monkeypatch.setattr(history, "FETCH_POINTS", 40)
-    monkeypatch.setattr(history, "FEED_POINTS", 20)
 
 
 def new_run(stores: SqlStores) -> str:
@@ -231,3 +230,55 @@ def test_purging_a_run_removes_its_chunks(stores: SqlStores) -> None:
         left = conn.execute(text("SELECT count(*) FROM metric_chunks WHERE run_id = :r"),
                             {"r": r}).scalar_one()
     assert left == 0
+
+
+@pytest.mark.parametrize("read", ["full", "downsample", "pages"])
+def test_a_read_sees_one_snapshot_when_a_writer_packs_between_its_statements(
+        stores: SqlStores, small_chunks: None, monkeypatch: pytest.MonkeyPatch,
+        read: str) -> None:
+    """The interleaving a review found: the reader lists the chunks, a writer packs the rows
+    into a new chunk and commits, the reader reads the rows. Without one snapshot for both
+    statements the packed points would be in neither; with it the read is the history as it
+    was (5 points), never fewer."""
+    r = new_run(stores)
+    stores.runs.log_batch(r, LogBatch(metrics=tuple(Metric("m", float(i), i, 0)
+                                                    for i in range(5))), batch_id=None)
+    real = history._all
+    injected: list[bool] = []
+
+    def between(conn: object, stmt: object, params: dict[str, object]) -> list[object]:
+        out = real(conn, stmt, params)  # type: ignore[arg-type]
+        if stmt is history._CHUNK_LIST and not injected:
+            injected.append(True)  # another client: a batch big enough to pack the rows along
+            stores.runs.log_batch(r, LogBatch(metrics=tuple(
+                Metric("m", 1.0, 100 + i, 0) for i in range(10))), batch_id=None)
+        return out
+
+    monkeypatch.setattr(history, "_all", between)
+    if read == "full":
+        got = [m.step for m in stores.runs.get_metric_history(r, "m")]
+    elif read == "downsample":
+        got = [m.step for m in stores.runs.get_metric_history(r, "m", max_points=100)]
+    else:
+        got = [int(x) for p in stores.runs.iter_metric_history(r, "m") for x in p.steps]
+    monkeypatch.setattr(history, "_all", real)
+    assert injected and got == [0, 1, 2, 3, 4]
+    assert len(stores.runs.get_metric_history(r, "m")) == 15  # the writer's points landed
+
+
+def test_an_export_of_a_purged_run_never_streams_another_runs_chunks(
+        stores: SqlStores, small_chunks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history, "FETCH_POINTS", 10)  # one chunk per fetch
+    victim = new_run(stores)
+    for b in range(2):
+        stores.runs.log_batch(victim, LogBatch(metrics=tuple(
+            Metric("m", 1.0, b * 100 + i, 0) for i in range(10))), batch_id=None)
+    pages = stores.runs.iter_metric_history(victim, "m", page_size=10)
+    assert set(next(pages).values.tolist()) == {1.0}
+    stores.maintenance.purge(run_ids=[victim], experiment_ids=[])
+    other = new_run(stores)  # new chunks, perhaps with the purged ones' ids on SQLite
+    for b in range(2):
+        stores.runs.log_batch(other, LogBatch(metrics=tuple(
+            Metric("m", 666.0, b * 100 + i, 0) for i in range(10))), batch_id=None)
+    with pytest.raises(RunNotFound):
+        list(pages)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from modelyard.artifacts.blobs import FsspecBlobStore
+from modelyard.artifacts.uploads import UploadArea
 from modelyard.backend.files import read_chunks, write_verified
 from modelyard.domain.entities import ArtifactEntry
 from modelyard.domain.history import HistoryFormat
@@ -34,11 +35,14 @@ class LocalBackend(TrackingService):
 
     def __init__(self, settings: Settings) -> None:
         self._stores: SqlStores = open_sql_stores(settings.db_url)
+        blobs = FsspecBlobStore(settings.artifacts_url)
         super().__init__(
             experiments=self._stores.experiments,
             runs=self._stores.runs,
             artifact_index=self._stores.artifacts,
-            blobs=FsspecBlobStore(settings.artifacts_url),
+            maintenance=self._stores.maintenance,
+            blobs=blobs,
+            upload_area=UploadArea(blobs),
         )
 
     def upload_file(self, run_id: str, artifact_path: str, local_file: Path, *,

@@ -13,6 +13,7 @@ from typing import Protocol
 from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
 from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
+from modelyard.tracking.gc import GcReport
 
 
 class Backend(Protocol):
@@ -112,5 +113,11 @@ class Backend(Protocol):
         """
         ...
     def list_artifacts(self, run_id: str, path: str = "") -> list[ArtifactEntry]: ...
+
+    def collect_garbage(self, *, older_than_ms: int, dry_run: bool = True,
+                        abandoned_after_ms: int = ...) -> GcReport:
+        """Purge what was deleted longer ago than ``older_than_ms`` and free unused blobs
+        (``tracking.gc``); remote: the server collects in its own stores."""
+        ...
 
     def close(self) -> None: ...

@@ -27,6 +27,7 @@ from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metri
 from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
 from modelyard.errors import InvalidArgument, Unavailable
+from modelyard.tracking.gc import ABANDONED_AFTER_MS, GcReport
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
@@ -237,6 +238,12 @@ class RemoteBackend:
     ) -> int:
         body = {"experiment_ids": _id_list(experiment_ids), "filter": filter, "view": str(view)}
         return int(self._call(r.COUNT_RUNS, json=body)["count"])
+
+    def collect_garbage(self, *, older_than_ms: int, dry_run: bool = True,
+                        abandoned_after_ms: int = ABANDONED_AFTER_MS) -> GcReport:
+        body = {"older_than_ms": older_than_ms, "dry_run": dry_run,
+                "abandoned_after_ms": abandoned_after_ms}
+        return GcReport.from_json(self._call(r.COLLECT_GARBAGE, json=body))
 
     # ------------------------------------------------------------------ artifacts
 

@@ -1,9 +1,10 @@
 """``modelyard gc``: purge soft-deleted runs and experiments, free unreferenced blobs, sweep
 abandoned uploads.
 
-It works on the database and the blob store directly (never through a server): run it where
-the operator's configuration is, like ``modelyard db upgrade``. Uploads in flight are safe
-(``tracking/gc.py``); each collection writes one line to the ``modelyard.audit`` logger.
+By default it works on the database and the blob store directly, where the operator's
+configuration is (like ``modelyard db upgrade``); with ``--uri http(s)://...`` the server
+collects in its own stores. Uploads in flight are safe (``tracking/gc.py``); each collection
+writes one line to the ``modelyard.audit`` logger (the server's, through a server).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from modelyard.cli.common import handle_errors, print_json
 from modelyard.cli.server import ARTIFACTS_HELP, DATA_HELP, DB_HELP, settings_from_flags
 from modelyard.cli.shared import human_bytes, json_option, say
 from modelyard.errors import InvalidArgument
+from modelyard.settings import Settings
 from modelyard.tracking.gc import GcReport
 
 DRY_RUN_NOTE = "dry run: nothing was changed; pass --no-dry-run to free it"
@@ -86,6 +88,44 @@ def _audit_to_stderr() -> Iterator[None]:
         logger.setLevel(previous)
 
 
+def _through_server(uri: str, local_flags: tuple[str | None, ...], *, older_than_ms: int,
+                    dry_run: bool, abandoned_after_ms: int) -> GcReport:
+    if not uri.startswith(("http://", "https://")):
+        raise InvalidArgument("--uri must be a server URL (http:// or https://); for a data "
+                              "folder pass --data-dir", field="uri")
+    if any(flag is not None for flag in local_flags):
+        raise InvalidArgument("pass --uri or --db/--artifacts/--data-dir, not both",
+                              field="uri")
+    from modelyard.backend.remote import RemoteBackend
+
+    backend = RemoteBackend(uri)
+    try:
+        return backend.collect_garbage(older_than_ms=older_than_ms, dry_run=dry_run,
+                                       abandoned_after_ms=abandoned_after_ms)
+    finally:
+        backend.close()
+
+
+def _on_the_stores(settings: Settings, *, older_than_ms: int, dry_run: bool,
+                   abandoned_after_ms: int) -> GcReport:
+    from modelyard.artifacts.blobs import FsspecBlobStore
+    from modelyard.artifacts.uploads import UploadArea
+    from modelyard.stores.sql import open_sql_stores
+    from modelyard.tracking.gc import collect_garbage
+
+    _check_database_exists(settings.db_url)
+    stores = open_sql_stores(settings.db_url, create_if_empty=False)
+    blobs = FsspecBlobStore(settings.artifacts_url)
+    try:
+        with _audit_to_stderr():
+            return collect_garbage(stores.maintenance, blobs, uploads=UploadArea(blobs),
+                                   older_than_ms=older_than_ms,
+                                   now_ms=int(time.time() * 1000), dry_run=dry_run,
+                                   abandoned_after_ms=abandoned_after_ms)
+    finally:
+        stores.close()
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -125,29 +165,22 @@ def gc(
     db: str | None = typer.Option(None, help=DB_HELP),
     artifacts: str | None = typer.Option(None, help=ARTIFACTS_HELP),
     data_dir: str | None = typer.Option(None, help=DATA_HELP),
+    uri: str | None = typer.Option(
+        None, "--uri", help="Collect through this server (http(s)://...) in its own stores, "
+                            "instead of on --db / --artifacts / --data-dir directly."),
     as_json: bool = json_option(),
 ) -> None:
     """Purge soft-deleted runs and experiments, free the blobs no run uses any more, and sweep
     what interrupted uploads left behind. Safe while uploads are in flight."""
-    from modelyard.artifacts.blobs import FsspecBlobStore
-    from modelyard.artifacts.uploads import UploadArea
-    from modelyard.stores.sql import open_sql_stores
-    from modelyard.tracking.gc import collect_garbage
-
     older_than_ms = parse_duration(older_than)
     abandoned_ms = parse_duration(abandoned_after, option="--abandoned-after")
-    settings = settings_from_flags(db, artifacts, data_dir)
-    _check_database_exists(settings.db_url)
-    stores = open_sql_stores(settings.db_url, create_if_empty=False)
-    blobs = FsspecBlobStore(settings.artifacts_url)
-    try:
-        with _audit_to_stderr():
-            report = collect_garbage(stores.maintenance, blobs, uploads=UploadArea(blobs),
-                                     older_than_ms=older_than_ms,
-                                     now_ms=int(time.time() * 1000), dry_run=dry_run,
-                                     abandoned_after_ms=abandoned_ms)
-    finally:
-        stores.close()
+    if uri is not None:
+        report = _through_server(uri, (db, artifacts, data_dir), older_than_ms=older_than_ms,
+                                 dry_run=dry_run, abandoned_after_ms=abandoned_ms)
+    else:
+        report = _on_the_stores(settings_from_flags(db, artifacts, data_dir),
+                                older_than_ms=older_than_ms, dry_run=dry_run,
+                                abandoned_after_ms=abandoned_ms)
     if as_json:
         print_json(report.to_json())
         return

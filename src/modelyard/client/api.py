@@ -15,6 +15,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from modelyard.errors import (
     InvalidState,
 )
 from modelyard.settings import DEFAULT_DATA_DIR
+from modelyard.tracking.gc import GcReport
 
 _lock = threading.RLock()
 _uri: str | None = None
@@ -351,6 +353,32 @@ def _scope(b: Backend, experiment: str | Sequence[str] | None,
     if experiment is not None and experiments is not None:
         raise InvalidArgument("pass experiment or experiments, not both", field="experiments")
     return _experiment_ids(b, experiments if experiments is not None else experiment)
+
+
+def collect_garbage(older_than: timedelta = timedelta(days=30), *, dry_run: bool = True,
+                    abandoned_after: timedelta = timedelta(days=1)) -> GcReport:
+    """Purge the runs and experiments deleted longer ago than ``older_than`` (their metrics,
+    params, tags and manifests) and free every blob no remaining run uses; also sweep what
+    uploads that died left behind (idle for ``abandoned_after``). Safe beside uploads in
+    flight. In server mode the server collects in its own database and blob store.
+
+    Args:
+        older_than: how long ago a deletion must be for its data to be purged.
+        dry_run: True (the default) only reports what would be freed.
+        abandoned_after: idle time after which upload sessions and temp files are abandoned.
+    Returns:
+        the report: runs, experiments, rows per table, blobs and bytes freed.
+    Raises:
+        InvalidArgument: an age that is not a non-negative ``timedelta``.
+    """
+    ages = {}
+    for name, age in (("older_than", older_than), ("abandoned_after", abandoned_after)):
+        if not isinstance(age, timedelta) or age < timedelta(0):
+            raise InvalidArgument(f"{name} must be a non-negative datetime.timedelta",
+                                  field=name)
+        ages[name] = age // timedelta(milliseconds=1)
+    return backend().collect_garbage(older_than_ms=ages["older_than"], dry_run=dry_run,
+                                     abandoned_after_ms=ages["abandoned_after"])
 
 
 def list_artifacts(run_id: str, path: str = "") -> list[ArtifactEntry]:

@@ -16,7 +16,15 @@ from modelyard.artifacts.blobs import FsspecBlobStore
 from modelyard.artifacts.uploads import UploadArea
 from modelyard.errors import ErrorCode
 from modelyard.server.errors import error_response, install_error_handlers
-from modelyard.server.routes import artifacts, experiments, health, history, runs, uploads
+from modelyard.server.routes import (
+    artifacts,
+    experiments,
+    health,
+    history,
+    maintenance,
+    runs,
+    uploads,
+)
 from modelyard.settings import Settings
 from modelyard.stores.sql import open_sql_stores
 from modelyard.tracking.service import TrackingService, now_ms
@@ -94,11 +102,14 @@ def create_app(settings: Settings) -> FastAPI:
     """
     stores = open_sql_stores(settings.db_url)
     blobs = FsspecBlobStore(settings.artifacts_url)
+    area = UploadArea(blobs)
     service = TrackingService(
         experiments=stores.experiments,
         runs=stores.runs,
         artifact_index=stores.artifacts,
+        maintenance=stores.maintenance,
         blobs=blobs,
+        upload_area=area,
     )
 
     @asynccontextmanager
@@ -112,9 +123,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.stores = stores
     app.state.service = service
     app.state.uploads = UploadService(runs=stores.runs, artifact_index=stores.artifacts,
-                                      blobs=blobs, area=UploadArea(blobs), clock=now_ms)
+                                      blobs=blobs, area=area, clock=now_ms)
     install_error_handlers(app)
-    for module in (health, experiments, runs, history, artifacts, uploads):
+    for module in (health, experiments, runs, history, artifacts, uploads, maintenance):
         app.include_router(module.router)
     app.add_middleware(TrustedHosts, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)  # added last: outermost, so even a refusal carries them

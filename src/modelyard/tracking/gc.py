@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import InvalidArgument
 
@@ -60,6 +60,15 @@ class GcReport:
         data["rows_freed"] = self.rows_freed
         data["total_bytes_freed"] = self.total_bytes
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GcReport:
+        """The report :meth:`to_json` wrote (derived totals are computed again)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["runs"], values["experiments"] = tuple(data["runs"]), tuple(data["experiments"])
+        values["rows"] = {str(k): int(v) for k, v in data["rows"].items()}
+        return cls(**values)
 
 
 def collect_garbage(

@@ -30,10 +30,12 @@ from modelyard.domain.paging import Page
 from modelyard.domain.search import parse_filter, parse_order_by
 from modelyard.errors import ExperimentNotFound, InvalidArgument
 from modelyard.tracking.artifact_writes import publish_artifact
+from modelyard.tracking.gc import ABANDONED_AFTER_MS, GcReport, collect_garbage
 
 if TYPE_CHECKING:
     from modelyard.artifacts.protocol import BlobStore
-    from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, RunStore
+    from modelyard.artifacts.uploads import UploadArea
+    from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, Maintenance, RunStore
 
 
 _BATCH_ID_RE = re.compile(r"^(?=[-]*[A-Za-z0-9])[A-Za-z0-9-]{8,64}\Z")
@@ -81,13 +83,17 @@ class TrackingService:
         experiments: ExperimentStore,
         runs: RunStore,
         artifact_index: ArtifactIndex,
+        maintenance: Maintenance,
         blobs: BlobStore,
+        upload_area: UploadArea | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._experiments = experiments
         self._runs = runs
         self._index = artifact_index
+        self._maintenance = maintenance
         self._blobs = blobs
+        self._upload_area = upload_area  # swept by garbage collection when given
         self._clock = clock
 
     # ------------------------------------------------------------------ experiments
@@ -333,3 +339,24 @@ class TrackingService:
         """
         entry = self.get_artifact(run_id, path)
         return self._blobs.open_range(entry.digest, start, length)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def collect_garbage(self, *, older_than_ms: int, dry_run: bool = True,
+                        abandoned_after_ms: int = ABANDONED_AFTER_MS) -> GcReport:
+        """Purge what was deleted more than ``older_than_ms`` ago and free the blobs no run
+        uses any more (``tracking.gc``); a dry run (the default) only reports.
+
+        Raises:
+            InvalidArgument: a negative or non-integer age.
+        """
+        for value, name in ((older_than_ms, "older_than_ms"),
+                            (abandoned_after_ms, "abandoned_after_ms")):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidArgument(f"{name} must be a whole, non-negative number of "
+                                      "milliseconds", field=name)
+        if not isinstance(dry_run, bool):
+            raise InvalidArgument("dry_run must be true or false", field="dry_run")
+        return collect_garbage(self._maintenance, self._blobs, uploads=self._upload_area,
+                               older_than_ms=older_than_ms, now_ms=self._clock(),
+                               dry_run=dry_run, abandoned_after_ms=abandoned_after_ms)

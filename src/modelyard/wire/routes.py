@@ -56,4 +56,6 @@ UPLOAD_PART = Route("PUT", f"{API}/runs/{{run_id}}/uploads/{{upload_id}}/parts/{
 COMPLETE_UPLOAD = Route("POST", f"{API}/runs/{{run_id}}/uploads/{{upload_id}}/complete")
 ABORT_UPLOAD = Route("DELETE", f"{API}/runs/{{run_id}}/uploads/{{upload_id}}")
 
+COLLECT_GARBAGE = Route("POST", f"{API}/gc")
+
 ALL_ROUTES = tuple(v for k, v in dict(globals()).items() if isinstance(v, Route))

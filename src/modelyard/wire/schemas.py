@@ -99,6 +99,12 @@ class CountRunsIn(_Strict):
     view: StrictStr = "active_only"
 
 
+class CollectGarbageIn(_Strict):
+    older_than_ms: StrictInt = 30 * 86_400_000
+    dry_run: StrictBool = True
+    abandoned_after_ms: StrictInt = 86_400_000
+
+
 class CreateUploadIn(_Strict):
     """Open a resumable multipart upload of ``size`` bytes to artifact ``path``."""
 

@@ -29,6 +29,20 @@ class SqlBase:
             raise Unavailable(f"the metadata database is unavailable: {_short(exc)}") from exc
 
     @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one snapshot of the database.
+
+        PostgreSQL's default isolation (READ COMMITTED) gives each statement its own; SQLite
+        holds one from the first read of a transaction, which is begun here explicitly (reads
+        on the driver's own cursor would not begin one).
+        """
+        with self._read() as conn:
+            if self._dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A transaction that commits on success and rolls back on any exception."""
         try:

@@ -13,8 +13,9 @@ writers of one history: a packer sees every committed row of it, and no other wr
 key can commit between its read and its delete.
 
 Reading (``full_history``, ``downsample``, ``history_pages``) first takes the list of chunks and
-the rows in one snapshot, then the chunks' bytes (immutable, so later transactions may fetch
-them); ``stores.sql.chunks`` merges the parts, ``stores.sql.downsample`` downsamples them.
+the rows in one snapshot (REPEATABLE READ on PostgreSQL), then the chunks' bytes, asked by run,
+key and id (chunks are immutable, so later transactions may fetch them); ``stores.sql.chunks``
+merges the parts, ``stores.sql.downsample`` downsamples them.
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ PAGE_SIZE = 65536
 FETCH_POINTS = 1 << 18
 """Points whose chunks are fetched by one query (6 MiB): small enough to stay in memory the
 allocator keeps, which fresh pages (a page fault each) would cost more than the queries."""
-FEED_POINTS = 1 << 13
-"""Points from which a downsample stops joining neighbouring parts into one piece."""
 
 _m, _c, _l = s.metrics.c, s.metric_chunks.c, s.latest_metrics.c
 
@@ -69,16 +68,19 @@ def _where(cols: Any) -> Any:
 _CHUNK_LIST = (select(_c.chunk_id, _c.n, _c.first_step, _c.last_step, _c.nan_count)
                .where(_where(_c)).order_by(_c.chunk_id))
 _ROWS = select(_m.id, _m.step, _m.timestamp, _m.value).where(_where(_m)).order_by(_m.id)
-# The ids arrive as one parameter: a JSON array (SQLite) or an array (PostgreSQL).
+# Packing takes the rows it deletes; RETURNING promises no order, so they are sorted by id.
+_TAKE_ROWS = delete(s.metrics).where(_where(_m)).returning(
+    _m.id, _m.step, _m.timestamp, _m.value)
+# The ids arrive as one parameter: a JSON array (SQLite) or an array (PostgreSQL). Asked by
+# run and key too, so an id can never name another history's chunk.
 _CHUNK_DATA = {
-    "sqlite": text("SELECT chunk_id, data FROM metric_chunks "
-                   "WHERE chunk_id IN (SELECT value FROM json_each(:ids))"),
-    "postgresql": text("SELECT chunk_id, data FROM metric_chunks "
-                       "WHERE chunk_id = ANY(CAST(:ids AS BIGINT[]))"),
+    "sqlite": text("SELECT chunk_id, data FROM metric_chunks WHERE run_id = :run "
+                   "AND key = :metric AND chunk_id IN (SELECT value FROM json_each(:ids))"),
+    "postgresql": text("SELECT chunk_id, data FROM metric_chunks WHERE run_id = :run "
+                       "AND key = :metric AND chunk_id = ANY(CAST(:ids AS BIGINT[]))"),
 }
 _DUE = select(_l.key, _l.pending).where(_l.run_id == bindparam("run"),
                                        _l.pending >= bindparam("least"))
-_DROP_ROWS = delete(s.metrics).where(_where(_m), _m.id <= bindparam("max_id"))
 _PACKED = update(s.latest_metrics).where(_where(_l)).values(
     pending=_l.pending - bindparam("packed"))
 
@@ -129,23 +131,32 @@ def pack_due(conn: Connection, run_id: str, direct: dict[str, list[Metric]],
 
 def _pack_rows(conn: Connection, run_id: str, key: str,
                more: list[Metric] | None) -> list[dict[str, Any]]:
+    """Take the key's rows (all committed ones: this transaction holds the key's lock) and
+    ``more`` after them: the chunks they make."""
     series = {"run": run_id, "metric": key}
-    rows = _all(conn, _ROWS, series)
-    parts = [_row_columns(rows)]
+    rows = sorted(_all(conn, _TAKE_ROWS, series))
+    taken = [_row_columns(rows)]
     if more:
-        parts.append(HistoryColumns.from_points(more))
+        taken.append(HistoryColumns.from_points(more))
     if rows:
-        conn.execute(_DROP_ROWS, {**series, "max_id": rows[-1][0]})
         conn.execute(_PACKED, {**series, "packed": len(rows)})
-    return _chunk_rows(run_id, key, in_history_order(concat(parts)))
+    return _chunk_rows(run_id, key, in_history_order(concat(taken)))
 
 
 def _chunk_rows(run_id: str, key: str, cols: HistoryColumns) -> list[dict[str, Any]]:
-    return [{"run_id": run_id, "key": key, "n": len(piece),
-             "first_step": int(piece.steps[0]), "last_step": int(piece.steps[-1]),
-             "nan_count": int(np.count_nonzero(np.isnan(piece.values))),
-             "data": pack(piece)}
-            for piece in split(cols, CHUNK_MAX) if len(piece)]
+    """``cols`` (in history order) as ``metric_chunks`` rows of at most ``CHUNK_MAX`` points."""
+    rows = []
+    for piece in split(cols, CHUNK_MAX):
+        n, first_step, last_step, nan_count = _summary(piece)
+        rows.append({"run_id": run_id, "key": key, "n": n, "first_step": first_step,
+                     "last_step": last_step, "nan_count": nan_count, "data": pack(piece)})
+    return rows
+
+
+def _summary(cols: HistoryColumns) -> tuple[int, int, int, int]:
+    """Points, first and last step, NaN count of non-empty columns in history order."""
+    return (len(cols), int(cols.steps[0]), int(cols.steps[-1]),
+            int(np.count_nonzero(np.isnan(cols.values))))
 
 
 def _row_columns(rows: Sequence[tuple[Any, ...]]) -> HistoryColumns:
@@ -154,95 +165,90 @@ def _row_columns(rows: Sequence[tuple[Any, ...]]) -> HistoryColumns:
     _ids, steps, stamps, values = zip(*rows, strict=True)
     # NULL (a NaN) becomes NaN in a float64 array.
     return HistoryColumns(np.array(steps, np.int64), np.array(stamps, np.int64),
-                   np.array(values, np.float64))
+                          np.array(values, np.float64))
 
 
 # ---------------------------------------------------------------------------- reading
 
+Fetch = Callable[[Sequence[Part]], dict[int, HistoryColumns]]
 
-def _parts(conn: Connection, run_id: str, key: str) -> list[Part]:
-    """The history's chunks in logging order, then its rows (read now), in one snapshot."""
+
+def _list_parts(conn: Connection, run_id: str, key: str) -> list[Part]:
+    """The history's chunks in logging order, then its rows (read now).
+
+    ``conn`` must hold one snapshot for both statements (``SqlBase._snapshot``): a packing
+    committed between them would leave its points in neither.
+    """
     series = {"run": run_id, "metric": key}
-    parts = [Part(rank, *row) for rank, row in enumerate(_all(conn, _CHUNK_LIST, series))]
+    found = [Part(rank, *row) for rank, row in enumerate(_all(conn, _CHUNK_LIST, series))]
     cols = in_history_order(_row_columns(_all(conn, _ROWS, series)))
     if len(cols):
-        parts.append(Part(len(parts), None, len(cols), int(cols.steps.min()),
-                          int(cols.steps.max()),
-                          int(np.count_nonzero(np.isnan(cols.values))), cols))
-    return parts
+        found.append(Part(len(found), None, *_summary(cols), cols=cols))
+    return found
 
 
-def _load(conn: Connection, parts: Sequence[Part]) -> dict[int, HistoryColumns]:
-    """Each part's columns by rank (chunks fetched from the database)."""
-    out = {p.rank: p.cols for p in parts if p.cols is not None}
-    ids = {p.chunk_id: p for p in parts if p.chunk_id is not None}
+def _load(conn: Connection, run_id: str, key: str, wanted: Sequence[Part]
+         ) -> dict[int, HistoryColumns]:
+    """Each part's columns by rank, its chunks fetched from the database.
+
+    Raises:
+        RunNotFound: a chunk is gone (the run was purged since the parts were listed).
+    """
+    out = {p.rank: p.cols for p in wanted if p.cols is not None}
+    ids = {p.chunk_id: p for p in wanted if p.chunk_id is not None}
     if not ids:
         return out
+    listed = list(ids)
     pg = conn.dialect.name == "postgresql"
-    wanted = list(ids)
-    for chunk_id, data in _all(conn, _CHUNK_DATA[conn.dialect.name],
-                               {"ids": wanted if pg else json.dumps(wanted)}):
-            part = ids.pop(chunk_id)
-            out[part.rank] = unpack(bytes(data), part.n)
+    args = {"run": run_id, "metric": key, "ids": listed if pg else json.dumps(listed)}
+    for chunk_id, data in _all(conn, _CHUNK_DATA[conn.dialect.name], args):
+        part = ids.pop(chunk_id)
+        out[part.rank] = unpack(bytes(data), part.n)
     if ids:
         raise RunNotFound("the run was purged while its metric history was being read",
                           field="run_id")
     return out
 
 
+def _pieces(listed: Sequence[Part], fetch: Fetch) -> Iterator[HistoryColumns]:
+    """The history in order, as pieces of about ``FETCH_POINTS`` points: consecutive overlap
+    groups (``chunks.overlap_groups``), each merged, joined; ``fetch`` loads their parts."""
+    groups = overlap_groups(listed)
+    while groups:
+        take, size = 0, 0
+        while take < len(groups) and (take == 0 or size < FETCH_POINTS):
+            size += sum(p.n for p in groups[take])
+            take += 1
+        batch, groups = groups[:take], groups[take:]
+        loaded = fetch([p for g in batch for p in g])
+        yield concat([merge([loaded[p.rank] for p in g]) for g in batch])
+
+
 def full_history(conn: Connection, run_id: str, key: str) -> HistoryColumns:
-    """Every point of one history, in history order."""
-    return _merged(conn, _parts(conn, run_id, key))
-
-
-def _merged(conn: Connection, parts: Sequence[Part]) -> HistoryColumns:
-    loaded = _load(conn, parts)
-    return concat([merge([loaded[p.rank] for p in g]) for g in overlap_groups(parts)])
+    """Every point of one history, in history order (``conn``: one snapshot)."""
+    listed = _list_parts(conn, run_id, key)
+    return concat(list(_pieces(listed, lambda ps: _load(conn, run_id, key, ps))))
 
 
 def downsample(conn: Connection, run_id: str, key: str, max_points: int) -> HistoryColumns:
-    """At most ``max_points`` points keeping the history's shape (``domain.history``)."""
-    parts = _parts(conn, run_id, key)
-    if sum(p.n for p in parts) <= max_points:
-        return _merged(conn, parts)
-    has_nan = any(p.nan_count for p in parts)
-    sampler = Downsampler(min(p.first_step for p in parts), max(p.last_step for p in parts),
+    """At most ``max_points`` points keeping the history's shape (``domain.history``;
+    ``conn``: one snapshot)."""
+    listed = _list_parts(conn, run_id, key)
+    if sum(p.n for p in listed) <= max_points:
+        return concat(list(_pieces(listed, lambda ps: _load(conn, run_id, key, ps))))
+    has_nan = any(p.nan_count for p in listed)
+    sampler = Downsampler(min(p.first_step for p in listed), max(p.last_step for p in listed),
                           bucket_count(max_points, has_nan=has_nan))
+    # Pieces come in history order, so a point's place in them is a valid tie-breaking order.
     order = 0
-    for batch in _fetch_batches(parts):
-        loaded = _load(conn, batch)
-        # Small neighbours in logging order whose steps only grow are fed as one piece (each
-        # feed costs a few dozen array operations, whatever its length).
-        run: list[HistoryColumns] = []
-        run_order, run_size, reach = order, 0, None
-        for p in batch:
-            if run and (run_size >= FEED_POINTS or (reach is not None and p.first_step <= reach)):
-                sampler.feed(concat(run), run_order)
-                run, run_order, run_size = [], order, 0
-            run.append(loaded[p.rank])
-            run_size += p.n
-            reach = p.last_step
-            order += p.n
-        if run:
-            sampler.feed(concat(run), run_order)
+    for piece in _pieces(listed, lambda ps: _load(conn, run_id, key, ps)):
+        sampler.feed(piece, order)
+        order += len(piece)
     return sampler.result()
 
 
-def _fetch_batches(parts: Sequence[Part]) -> Iterator[list[Part]]:
-    """Parts in logging order, in batches of about ``FETCH_POINTS`` points."""
-    batch: list[Part] = []
-    size = 0
-    for p in parts:
-        batch.append(p)
-        size += p.n
-        if size >= FETCH_POINTS:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
 def history_pages(
+    snapshot: Callable[[], AbstractContextManager[Connection]],
     read: Callable[[], AbstractContextManager[Connection]],
     run_id: str,
     key: str,
@@ -250,22 +256,19 @@ def history_pages(
     page_size: int,
 ) -> Iterator[HistoryColumns]:
     """The full history in pages of at most ``page_size`` points, as it was when the first
-    page was asked for. Chunks are fetched in short transactions of their own as the pages are
-    consumed, so no connection is held while the caller writes a page out; memory holds one
-    fetch (about ``FETCH_POINTS`` points), or one group of chunks whose steps overlap."""
-    with read() as conn:
-        parts = _parts(conn, run_id, key)
-    groups = overlap_groups(parts)
-    while groups:
-        take, size = 0, 0
-        while take < len(groups) and (take == 0 or size < FETCH_POINTS):
-            size += sum(p.n for p in groups[take])
-            take += 1
-        batch, groups = groups[:take], groups[take:]
+    page was asked for (its parts are listed in one ``snapshot``). Chunks never change, so
+    they are fetched in short ``read`` transactions of their own as the pages are consumed:
+    no connection is held while the caller writes a page out, and memory holds one fetch
+    (about ``FETCH_POINTS`` points) or one group of chunks whose steps overlap."""
+    with snapshot() as conn:
+        listed = _list_parts(conn, run_id, key)
+
+    def fetch(wanted: Sequence[Part]) -> dict[int, HistoryColumns]:
         with read() as conn:
-            loaded = _load(conn, [p for g in batch for p in g])
-        for group in batch:
-            yield from split(merge([loaded[p.rank] for p in group]), page_size)
+            return _load(conn, run_id, key, wanted)
+
+    for piece in _pieces(listed, fetch):
+        yield from split(piece, page_size)
 
 
 # ---------------------------------------------------------------------------- the driver

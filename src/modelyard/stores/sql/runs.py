@@ -298,7 +298,7 @@ class SqlRunStore(SqlBase):
     def get_metric_history(
         self, run_id: str, key: str, *, max_points: int | None = None
     ) -> list[Metric]:
-        with self._read() as conn:
+        with self._snapshot() as conn:
             self._info(conn, run_id)
             if max_points is None:
                 cols = history.full_history(conn, run_id, key)
@@ -311,7 +311,8 @@ class SqlRunStore(SqlBase):
     ) -> Iterator[HistoryColumns]:
         with self._read() as conn:
             self._info(conn, run_id)  # refused now, not at the first page
-        return history.history_pages(self._read, run_id, key, page_size=page_size)
+        return history.history_pages(self._snapshot, self._read, run_id, key,
+                                     page_size=page_size)
 
     # ------------------------------------------------------------------ search
 

@@ -146,7 +146,10 @@ class MetricChunkRow(Base):
     nan_count: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_metric_chunks_series", "run_id", "key", "chunk_id"),)
+    # AUTOINCREMENT on SQLite: ids of purged chunks are never handed out again, so a reader
+    # holding a list of chunk ids can never be given another history's chunk.
+    __table_args__ = (Index("ix_metric_chunks_series", "run_id", "key", "chunk_id"),
+                      {"sqlite_autoincrement": True})
 
 
 class LatestMetricRow(Base):

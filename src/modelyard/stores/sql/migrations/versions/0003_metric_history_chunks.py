@@ -48,7 +48,8 @@ def upgrade() -> None:
     sa.Column('nan_count', sa.Integer(), nullable=False),
     sa.Column('data', sa.LargeBinary(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.run_id'], name=op.f('fk_metric_chunks_run_id_runs'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('chunk_id', name=op.f('pk_metric_chunks'))
+    sa.PrimaryKeyConstraint('chunk_id', name=op.f('pk_metric_chunks')),
+    sqlite_autoincrement=True,
     )
     op.create_index('ix_metric_chunks_series', 'metric_chunks', ['run_id', 'key', 'chunk_id'])
     if op.get_bind().dialect.name == "postgresql":
@@ -64,29 +65,38 @@ def upgrade() -> None:
 
 
 def _pack_existing(conn: sa.Connection) -> None:
-    counts = conn.execute(sa.select(metrics.c.run_id, metrics.c.key, sa.func.count())
-                          .group_by(metrics.c.run_id, metrics.c.key)).all()
-    for run_id, key, count in counts:
+    """Count every history's rows (one statement), then pack each history of ``PACK_AT``
+    points or more, ``CHUNK_MAX`` rows at a time in logging order (bounded memory)."""
+    conn.execute(sa.text(
+        "UPDATE latest_metrics SET pending = (SELECT count(*) FROM metrics m "
+        "WHERE m.run_id = latest_metrics.run_id AND m.key = latest_metrics.key)"))
+    big = conn.execute(sa.select(latest.c.run_id, latest.c.key)
+                       .where(latest.c.pending >= PACK_AT)).all()
+    for run_id, key in big:
         where = (metrics.c.run_id == run_id) & (metrics.c.key == key)
-        if count < PACK_AT:
-            conn.execute(latest.update().where(
-                (latest.c.run_id == run_id) & (latest.c.key == key)).values(pending=count))
-            continue
-        rows = conn.execute(sa.select(metrics.c.step, metrics.c.timestamp, metrics.c.value)
-                            .where(where).order_by(metrics.c.id)).all()
-        steps = np.array([r[0] for r in rows], np.int64)
-        stamps = np.array([r[1] for r in rows], np.int64)
-        values = np.array([r[2] for r in rows], np.float64)  # NULL (NaN) becomes NaN
-        order = np.lexsort((stamps, steps))  # stable: equal (step, timestamp) keep their order
-        steps, stamps, values = steps[order], stamps[order], values[order]
-        for i in range(0, len(steps), CHUNK_MAX):
-            s, t, v = steps[i:i + CHUNK_MAX], stamps[i:i + CHUNK_MAX], values[i:i + CHUNK_MAX]
+        after = None
+        while True:
+            query = sa.select(metrics.c.id, metrics.c.step, metrics.c.timestamp,
+                              metrics.c.value).where(where)
+            if after is not None:
+                query = query.where(metrics.c.id > after)
+            rows = conn.execute(query.order_by(metrics.c.id).limit(CHUNK_MAX)).all()
+            if not rows:
+                break
+            after = rows[-1][0]
+            steps = np.array([r[1] for r in rows], np.int64)
+            stamps = np.array([r[2] for r in rows], np.int64)
+            values = np.array([r[3] for r in rows], np.float64)  # NULL (NaN) becomes NaN
+            order = np.lexsort((stamps, steps))  # stable: ties keep their logging order
+            s, t, v = steps[order], stamps[order], values[order]
             conn.execute(chunks.insert().values(
                 run_id=run_id, key=key, n=len(s), first_step=int(s[0]), last_step=int(s[-1]),
                 nan_count=int(np.count_nonzero(np.isnan(v))),
                 data=s.astype(_I64).tobytes() + t.astype(_I64).tobytes()
                 + v.astype(_F64).tobytes()))
         conn.execute(metrics.delete().where(where))
+        conn.execute(latest.update().where((latest.c.run_id == run_id) & (latest.c.key == key))
+                     .values(pending=0))
 
 
 def downgrade() -> None:
@@ -94,22 +104,25 @@ def downgrade() -> None:
     series = conn.execute(sa.select(chunks.c.run_id, chunks.c.key).distinct()).all()
     for run_id, key in series:
         # Chunks hold the older points: they go first, then the rows, so ids keep the order.
-        points: list[dict[str, object]] = []
-        for n, data in conn.execute(sa.select(chunks.c.n, chunks.c.data).where(
-                (chunks.c.run_id == run_id) & (chunks.c.key == key)).order_by(chunks.c.chunk_id)):
-            k = 8 * n
-            points += [
-                {"run_id": run_id, "key": key, "step": s, "timestamp": t,
-                 "value": None if v != v else v, "is_nan": v != v}
-                for s, t, v in zip(np.frombuffer(data, _I64, n, 0).tolist(),
-                                   np.frombuffer(data, _I64, n, k).tolist(),
-                                   np.frombuffer(data, _F64, n, 2 * k).tolist(), strict=True)]
         where = (metrics.c.run_id == run_id) & (metrics.c.key == key)
         rows = conn.execute(sa.select(metrics.c.run_id, metrics.c.key, metrics.c.step,
                                       metrics.c.timestamp, metrics.c.value, metrics.c.is_nan)
                             .where(where).order_by(metrics.c.id)).mappings().all()
         conn.execute(metrics.delete().where(where))
-        conn.execute(metrics.insert(), points + [dict(r) for r in rows])
+        listed = conn.execute(sa.select(chunks.c.chunk_id).where(
+            (chunks.c.run_id == run_id) & (chunks.c.key == key)).order_by(chunks.c.chunk_id))
+        for chunk_id in listed.scalars().all():
+            n, data = conn.execute(sa.select(chunks.c.n, chunks.c.data)
+                                   .where(chunks.c.chunk_id == chunk_id)).one()
+            k = 8 * n
+            conn.execute(metrics.insert(), [
+                {"run_id": run_id, "key": key, "step": s, "timestamp": t,
+                 "value": None if v != v else v, "is_nan": v != v}
+                for s, t, v in zip(np.frombuffer(data, _I64, n, 0).tolist(),
+                                   np.frombuffer(data, _I64, n, k).tolist(),
+                                   np.frombuffer(data, _F64, n, 2 * k).tolist(), strict=True)])
+        if rows:
+            conn.execute(metrics.insert(), [dict(r) for r in rows])
     with op.batch_alter_table('latest_metrics', schema=None) as batch_op:
         batch_op.drop_column('pending')
     op.create_index('ix_metrics_run_key_step', 'metrics', ['run_id', 'key', 'step', 'timestamp'])
