@@ -317,6 +317,22 @@ class BlobStoreContract:
         assert store.drop(again) == 0
         assert not store.exists(ref.digest) and list(store.iter_claims()) == []
 
+    def test_restoring_a_claim_the_upload_already_put_back_leaves_no_claim(
+        self, store: FsspecBlobStore
+    ) -> None:
+        # Found by a stress run: the upload's temp file is a second name of the object; a
+        # collection claims the object, the upload's settle() moves its temp name back into
+        # place, so the object and the claim are one file, and rename(2) between two names of
+        # one file does nothing. The claim must still go, and the object stay.
+        staged = store.stage_stream([b"twice"])
+        store.publish(staged)
+        claim = store.claim(staged.ref.digest)
+        assert claim is not None
+        store.settle(staged)
+        store.restore(claim)
+        assert list(store.iter_claims()) == []
+        assert store.read_bytes(staged.ref.digest) == b"twice"
+
     def test_a_reader_finds_an_object_put_back_before_it_looked_into_the_trash(
         self, store: FsspecBlobStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:

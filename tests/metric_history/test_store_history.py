@@ -1,6 +1,6 @@
 """Downsampled and streamed metric histories in the SQL store, on SQLite and PostgreSQL.
 
-The store computes the downsampling in SQL; every answer is compared with a plain-Python
+The store downsamples its packed columns; every answer is compared with a plain-Python
 statement of the same rule (``reference.py``) on the full history read back.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,3 +242,20 @@ def test_search_totals_counts_and_every_experiment(api: httpx.Client) -> None:
     ):
         err = assert_error(api.post(route.path, json=payload), status)
         assert err["field"] == field, (payload, err)
+
+
+def test_gc_over_rest_is_a_dry_run_unless_asked(api: httpx.Client) -> None:
+    run_id = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"}).json()["info"]["run_id"]
+    api.put(r.UPLOAD_ARTIFACT.url(run_id=run_id, path="a.txt"), content=b"x" * 100)
+    assert api.delete(r.DELETE_RUN.url(run_id=run_id)).status_code in (200, 204)
+    time.sleep(0.01)  # the deletion is strictly older than "now"
+    dry = api.post(r.COLLECT_GARBAGE.path, json={"older_than_ms": 0})
+    assert dry.status_code == 200, dry.text
+    report = dry.json()
+    assert report["dry_run"] is True and report["runs"] == [run_id]
+    assert (report["blobs"], report["bytes_freed"]) == (1, 100)
+    assert api.get(r.GET_RUN.url(run_id=run_id)).status_code == 200  # still there
+    done = api.post(r.COLLECT_GARBAGE.path, json={"older_than_ms": 0, "dry_run": False}).json()
+    assert done["dry_run"] is False and done["rows"] == report["rows"]
+    assert done["total_bytes_freed"] >= 100
+    assert api.get(r.GET_RUN.url(run_id=run_id)).status_code == 404

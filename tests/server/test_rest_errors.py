@@ -22,7 +22,7 @@ UNKNOWN_RUN = "0" * 32
 UNKNOWN_EXP = "424242"
 
 BODY_ROUTES = [r.CREATE_EXPERIMENT, r.UPDATE_EXPERIMENT, r.SET_EXPERIMENT_TAG, r.CREATE_RUN,
-               r.SEARCH_RUNS, r.UPDATE_RUN, r.LOG_BATCH]
+               r.SEARCH_RUNS, r.UPDATE_RUN, r.LOG_BATCH, r.COLLECT_GARBAGE]
 
 FUZZ_REQUESTS_PER_ROUTE = 100  # per route and database; seeded, so failures reproduce
 
@@ -130,6 +130,11 @@ WRONG_SHAPES = [
     (r.LOG_BATCH, {"batch_id": 12345678}, "batch_id"),
     (r.LOG_BATCH, {"bogus": []}, "bogus"),
     (r.LOG_BATCH, [], "body"),
+    (r.COLLECT_GARBAGE, {"older_than_ms": "30d"}, "older_than_ms"),
+    (r.COLLECT_GARBAGE, {"older_than_ms": 1.5}, "older_than_ms"),
+    (r.COLLECT_GARBAGE, {"dry_run": "no"}, "dry_run"),
+    (r.COLLECT_GARBAGE, {"abandoned_after_ms": None}, "abandoned_after_ms"),
+    (r.COLLECT_GARBAGE, {"older_than": 5}, "older_than"),
 ]
 
 
@@ -209,6 +214,12 @@ def test_unknown_ids_are_404_with_their_code(api: httpx.Client, ids: dict[str, s
 
 
 # ----------------------------------------------------------------------------- conflicts
+
+
+def test_gc_refuses_negative_ages_naming_them(api: httpx.Client) -> None:
+    for field in ("older_than_ms", "abandoned_after_ms"):
+        resp = api.post(r.COLLECT_GARBAGE.path, json={field: -1, "dry_run": False})
+        assert_error(resp, 400, "INVALID_ARGUMENT", field)
 
 
 def test_duplicate_experiment_is_409(api: httpx.Client, ids: dict[str, str]) -> None:

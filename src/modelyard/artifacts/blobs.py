@@ -363,8 +363,15 @@ class FsspecBlobStore:
         self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
         # Should an upload have put the same content back meanwhile, this replaces it with
         # identical bytes: harmless.
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.rename(path, final)
+        except FileNotFoundError:
+            return
+        if self._local and os.path.lexists(path):
+            # The upload put back the very file the claim holds (its temp name was a second
+            # link to it): both names are one file, and rename(2) then does nothing. The object
+            # is in place; the claim's name goes.
+            os.remove(path)
 
     def drop(self, claim: str) -> int:
         path, _ = self._claim_path(claim)
