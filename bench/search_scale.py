@@ -128,6 +128,8 @@ def measure(uri: str, n_runs: int, searches: int) -> dict:
         "ordered by a metric": lambda: my.search_runs(exp, order_by=order, max_results=mx),
         "ordered by a param": lambda: my.search_runs(exp, order_by=["params.p1 DESC"],
                                                      max_results=mx),
+        "ordered by a tag": lambda: my.search_runs(exp, order_by=["tags.idx DESC"],
+                                                   max_results=mx),
         "newest first (no order)": lambda: my.search_runs(exp, max_results=mx),
         "one match, ordered": lambda: my.search_runs(exp, filter=rare, order_by=order,
                                                      max_results=mx),
@@ -167,6 +169,8 @@ def measure(uri: str, n_runs: int, searches: int) -> dict:
         "count correct": answers["count_runs(filter)"] == expected["filtered_total_matches"],
         "one match found": [r.tags.get("idx") for r in answers["one match, ordered"]]
         == [str(n_runs // 2)],
+        "tag order correct": [r.tags["idx"] for r in answers["ordered by a tag"]]
+        == sorted((str(i) for i in range(n_runs)), reverse=True)[:mx],
     }
     return {"latency": out, "checks": checks}
 

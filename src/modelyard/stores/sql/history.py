@@ -9,8 +9,9 @@ is newer than its chunks, a history holds at most ~4,000 rows, and reading a mil
 means reading a few hundred blobs instead of a million rows.
 
 On PostgreSQL the key's ``latest_metrics`` row, upserted before any packing, serialises the
-writers of one history: a packer sees every committed row of it, and no other writer of that
-key can commit between its read and its delete.
+writers of one history: a packer takes (``DELETE ... RETURNING``) every committed row of it, and
+rows another writer has appended but not yet committed stay rows, counted in ``pending`` when
+that writer's upsert, which waits for the lock, commits them.
 
 Reading (``full_history``, ``downsample``, ``history_pages``) first takes the list of chunks and
 the rows in one snapshot (REPEATABLE READ on PostgreSQL), then the chunks' bytes, asked by run,
