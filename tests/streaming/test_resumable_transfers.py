@@ -158,3 +158,51 @@ def test_a_kept_partial_download_is_resumed_or_refused(server: Any, run_id: str,
     b.download_file(run_id, "p.bin", dest, digest=entry.digest)
     assert dest.read_bytes() == data
     b.close()
+
+
+def test_several_files_travel_at_once(server: Any, run_id: str, tmp_path: Path) -> None:
+    """``log_artifacts`` (and so ``artifacts put``) sends a folder's files over several
+    connections at the same time: each connection's request is held up for a moment at the
+    relay, and the uploads still start together instead of one after the other."""
+    import threading
+    import time
+
+    from modelyard.client.run import ActiveRun
+
+    started: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def hold_each_request(number: int, way: str, relayed: int) -> bool:
+        if way == "up":
+            with lock:
+                first = number not in started
+                if first:
+                    started[number] = time.monotonic()
+            if first:
+                time.sleep(0.4)  # a slow link, for this connection only
+        return False
+
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"f{i}.txt").write_text(f"file {i}" * 100)
+    with CuttingProxy(server.port, hold_each_request) as proxy:
+        b = RemoteBackend(proxy.url, cache_dir=tmp_path / "cache")
+        run = ActiveRun(b, b.get_run(run_id))
+        try:
+            began = time.monotonic()
+            assert sorted(run.log_artifacts(folder, path="out")) == [
+                f"out/f{i}.txt" for i in range(4)]
+            took = time.monotonic() - began
+        finally:
+            run.end()
+            b.close()
+    uploads = sorted(started.values())[-4:]
+    assert uploads[-1] - uploads[0] < 0.3, uploads  # all four under way together
+    assert took < 4 * 0.4, took  # one after the other would take four holds at least
+    direct = RemoteBackend(server.url)
+    try:
+        listed = {e.path for e in direct.list_artifacts(run_id, "out")}
+    finally:
+        direct.close()
+    assert listed == {f"out/f{i}.txt" for i in range(4)}
