@@ -11,29 +11,20 @@ from __future__ import annotations
 import math
 import random
 import threading
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from metric_history.conftest import new_run
 from metric_history.reference import reference_downsample
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.errors import IntegrityFailure, RunNotFound
-from modelyard.stores.sql import SqlStores, history, open_sql_stores
+from modelyard.stores.sql import SqlStores, history
 
 NAN, INF = math.nan, math.inf
-
-
-@pytest.fixture
-def stores(db_url: str) -> Iterator[SqlStores]:
-    s = open_sql_stores(db_url)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture
@@ -41,13 +32,6 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(history, "PACK_AT", 8)
     monkeypatch.setattr(history, "CHUNK_MAX", 13)
     monkeypatch.setattr(history, "FETCH_POINTS", 40)
-
-
-def new_run(stores: SqlStores) -> str:
-    run_id = uuid.uuid4().hex
-    stores.runs.create_run(run_id=run_id, experiment_id="0", run_name="r", user_id="u",
-                           start_time=0, tags={}, parent_run_id=None)
-    return run_id
 
 
 def expected(logged: Sequence[Metric]) -> list[tuple[int, int, float | str]]:

@@ -8,35 +8,20 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from metric_history.conftest import new_run
 from metric_history.reference import reference_downsample
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.errors import RunNotFound
-from modelyard.stores.sql import SqlStores, open_sql_stores
+from modelyard.stores.sql import SqlStores
 
 NAN, INF = math.nan, math.inf
 INT64 = (-(2**63), 2**63 - 1)
-
-
-@pytest.fixture
-def stores(db_url: str) -> Iterator[SqlStores]:
-    s = open_sql_stores(db_url)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-def new_run(stores: SqlStores) -> str:
-    run_id = uuid.uuid4().hex
-    stores.runs.create_run(run_id=run_id, experiment_id="0", run_name="r", user_id="u",
-                           start_time=0, tags={}, parent_run_id=None)
-    return run_id
 
 
 def log(stores: SqlStores, run_id: str, points: Sequence[Metric]) -> None:
