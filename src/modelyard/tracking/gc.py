@@ -89,11 +89,13 @@ def collect_garbage(
     structured line goes to the ``modelyard.audit`` logger.
 
     Raises:
-        InvalidArgument: a negative age.
+        InvalidArgument: an age that is not a non-negative whole number of milliseconds.
     """
-    for value, name in ((older_than_ms, "older_than"), (abandoned_after_ms, "abandoned_after")):
-        if value < 0:
-            raise InvalidArgument(f"{name} must not be negative", field=name)
+    for value, name in ((older_than_ms, "older_than_ms"),
+                        (abandoned_after_ms, "abandoned_after_ms")):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgument(f"{name} must be a whole, non-negative number of "
+                                  "milliseconds", field=name)
     abandoned = now_ms - abandoned_after_ms
     run_ids, exp_ids = maintenance.deleted_before(cutoff=now_ms - older_than_ms)
     if dry_run:

@@ -348,13 +348,9 @@ class TrackingService:
         uses any more (``tracking.gc``); a dry run (the default) only reports.
 
         Raises:
-            InvalidArgument: a negative or non-integer age.
+            InvalidArgument: a negative or non-integer age (``tracking.gc``), a non-boolean
+                ``dry_run``.
         """
-        for value, name in ((older_than_ms, "older_than_ms"),
-                            (abandoned_after_ms, "abandoned_after_ms")):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidArgument(f"{name} must be a whole, non-negative number of "
-                                      "milliseconds", field=name)
         if not isinstance(dry_run, bool):
             raise InvalidArgument("dry_run must be true or false", field="dry_run")
         return collect_garbage(self._maintenance, self._blobs, uploads=self._upload_area,

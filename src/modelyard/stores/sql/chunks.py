@@ -37,8 +37,8 @@ def concat(parts: Sequence[HistoryColumns]) -> HistoryColumns:
     if not parts:
         return EMPTY
     return HistoryColumns(np.concatenate([p.steps for p in parts]),
-                   np.concatenate([p.timestamps for p in parts]),
-                   np.concatenate([p.values for p in parts]))
+                          np.concatenate([p.timestamps for p in parts]),
+                          np.concatenate([p.values for p in parts]))
 
 
 def in_history_order(cols: HistoryColumns) -> HistoryColumns:
@@ -73,8 +73,8 @@ def unpack(data: bytes, n: int) -> HistoryColumns:
             f"{n} points (the database was altered outside modelyard)")
     k = n * 8
     return HistoryColumns(np.frombuffer(data, _I64, n, 0).astype(np.int64, copy=False),
-                   np.frombuffer(data, _I64, n, k).astype(np.int64, copy=False),
-                   np.frombuffer(data, _F64, n, 2 * k).astype(np.float64, copy=False))
+                          np.frombuffer(data, _I64, n, k).astype(np.int64, copy=False),
+                          np.frombuffer(data, _F64, n, 2 * k).astype(np.float64, copy=False))
 
 
 def split(cols: HistoryColumns, size: int) -> list[HistoryColumns]:

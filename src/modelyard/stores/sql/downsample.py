@@ -1,11 +1,12 @@
 """The downsampling rule of ``modelyard.domain.history``, computed over a history's parts.
 
-The parts of a history (``stores.sql.chunks``) are fed one at a time, in any order, each sorted
-in history order; a point is known by its *order*: its position when the parts are laid out in
-logging order one after the other, so that (step, timestamp, order) is the history order of
-every point of every part. For every bucket the best candidate so far is kept (the smallest
-value, the largest, the first NaN; on a tie the first in history order), so memory stays at a
-few arrays of the bucket count however long the history, and each part is read once.
+Pieces of a history are fed one at a time, in any order, each sorted in history order; each
+point comes with an *order*, a number such that (step, timestamp, order) is the history order
+of every point fed: its place in the whole history (how ``stores.sql.history`` feeds it), or its
+place when the parts are laid out in logging order one after the other. For every bucket the
+best candidate so far is kept (the smallest value, the largest, the first NaN; on a tie the first
+in history order), so memory stays at a few arrays of the bucket count however long the
+history, and each piece is read once.
 """
 
 from __future__ import annotations
