@@ -33,8 +33,10 @@ def _each_reported(chunks: Iterable[bytes], on_progress: Callable[[int], None]
 class LocalBackend(TrackingService):
     """The service itself, plus file transfer and a ``close``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._stores: SqlStores = open_sql_stores(settings.db_url)
+    def __init__(self, settings: Settings, *, create_if_empty: bool = True) -> None:
+        """``create_if_empty``: give an empty database the schema (else refuse it)."""
+        self._stores: SqlStores = open_sql_stores(settings.db_url,
+                                                  create_if_empty=create_if_empty)
         blobs = FsspecBlobStore(settings.artifacts_url)
         super().__init__(
             experiments=self._stores.experiments,

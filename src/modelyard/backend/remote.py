@@ -26,8 +26,9 @@ from modelyard.domain import validation as v
 from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
 from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
+from modelyard.domain.retention import ABANDONED_AFTER_MS
 from modelyard.errors import InvalidArgument, Unavailable
-from modelyard.tracking.gc import ABANDONED_AFTER_MS, GcReport
+from modelyard.tracking.gc import GcReport
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 

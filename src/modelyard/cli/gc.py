@@ -12,18 +12,18 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
+from modelyard.backend.protocol import Backend
 from modelyard.cli.common import handle_errors, print_json
 from modelyard.cli.server import ARTIFACTS_HELP, DATA_HELP, DB_HELP, settings_from_flags
 from modelyard.cli.shared import human_bytes, json_option, say
+from modelyard.domain.retention import ABANDONED_AFTER_MS, DAY_MS, PURGE_AFTER_MS
 from modelyard.errors import InvalidArgument
-from modelyard.settings import Settings
 from modelyard.tracking.gc import GcReport
 
 DRY_RUN_NOTE = "dry run: nothing was changed; pass --no-dry-run to free it"
@@ -88,42 +88,24 @@ def _audit_to_stderr() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _through_server(uri: str, local_flags: tuple[str | None, ...], *, older_than_ms: int,
-                    dry_run: bool, abandoned_after_ms: int) -> GcReport:
+def _gc_backend(uri: str | None, db: str | None, artifacts: str | None,
+                data_dir: str | None) -> Backend:
+    """Through the server at ``uri``, or straight on the stores the other flags name."""
+    if uri is None:
+        from modelyard.backend.local import LocalBackend
+
+        settings = settings_from_flags(db, artifacts, data_dir)
+        _check_database_exists(settings.db_url)
+        return LocalBackend(settings, create_if_empty=False)
     if not uri.startswith(("http://", "https://")):
         raise InvalidArgument("--uri must be a server URL (http:// or https://); for a data "
                               "folder pass --data-dir", field="uri")
-    if any(flag is not None for flag in local_flags):
+    if any(flag is not None for flag in (db, artifacts, data_dir)):
         raise InvalidArgument("pass --uri or --db/--artifacts/--data-dir, not both",
                               field="uri")
     from modelyard.backend.remote import RemoteBackend
 
-    backend = RemoteBackend(uri)
-    try:
-        return backend.collect_garbage(older_than_ms=older_than_ms, dry_run=dry_run,
-                                       abandoned_after_ms=abandoned_after_ms)
-    finally:
-        backend.close()
-
-
-def _on_the_stores(settings: Settings, *, older_than_ms: int, dry_run: bool,
-                   abandoned_after_ms: int) -> GcReport:
-    from modelyard.artifacts.blobs import FsspecBlobStore
-    from modelyard.artifacts.uploads import UploadArea
-    from modelyard.stores.sql import open_sql_stores
-    from modelyard.tracking.gc import collect_garbage
-
-    _check_database_exists(settings.db_url)
-    stores = open_sql_stores(settings.db_url, create_if_empty=False)
-    blobs = FsspecBlobStore(settings.artifacts_url)
-    try:
-        with _audit_to_stderr():
-            return collect_garbage(stores.maintenance, blobs, uploads=UploadArea(blobs),
-                                   older_than_ms=older_than_ms,
-                                   now_ms=int(time.time() * 1000), dry_run=dry_run,
-                                   abandoned_after_ms=abandoned_after_ms)
-    finally:
-        stores.close()
+    return RemoteBackend(uri)
 
 
 def _plural(n: int, word: str) -> str:
@@ -154,13 +136,13 @@ def _say_report(report: GcReport) -> None:
 
 @handle_errors
 def gc(
-    older_than: str = typer.Option("30d", "--older-than",
+    older_than: str = typer.Option(f"{PURGE_AFTER_MS // DAY_MS}d", "--older-than",
                                    help="Purge what was deleted longer ago than this "
                                         "(0s, 90m, 12h, 30d, 2w)."),
     dry_run: bool = typer.Option(True, "--dry-run/--no-dry-run",
                                  help="Only report what would be freed (the default)."),
     abandoned_after: str = typer.Option(
-        "1d", "--abandoned-after",
+        f"{ABANDONED_AFTER_MS // DAY_MS}d", "--abandoned-after",
         help="Uploads, temp files and leases idle this long belong to clients that died."),
     db: str | None = typer.Option(None, help=DB_HELP),
     artifacts: str | None = typer.Option(None, help=ARTIFACTS_HELP),
@@ -174,13 +156,13 @@ def gc(
     what interrupted uploads left behind. Safe while uploads are in flight."""
     older_than_ms = parse_duration(older_than)
     abandoned_ms = parse_duration(abandoned_after, option="--abandoned-after")
-    if uri is not None:
-        report = _through_server(uri, (db, artifacts, data_dir), older_than_ms=older_than_ms,
-                                 dry_run=dry_run, abandoned_after_ms=abandoned_ms)
-    else:
-        report = _on_the_stores(settings_from_flags(db, artifacts, data_dir),
-                                older_than_ms=older_than_ms, dry_run=dry_run,
-                                abandoned_after_ms=abandoned_ms)
+    backend = _gc_backend(uri, db, artifacts, data_dir)
+    try:
+        with _audit_to_stderr():
+            report = backend.collect_garbage(older_than_ms=older_than_ms, dry_run=dry_run,
+                                             abandoned_after_ms=abandoned_ms)
+    finally:
+        backend.close()
     if as_json:
         print_json(report.to_json())
         return

@@ -26,6 +26,7 @@ from modelyard.client.run import ActiveRun
 from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run
 from modelyard.domain.history import parse_history_format
 from modelyard.domain.paging import Page
+from modelyard.domain.retention import ABANDONED_AFTER_MS, PURGE_AFTER_MS
 from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import (
     AlreadyExists,
@@ -355,8 +356,10 @@ def _scope(b: Backend, experiment: str | Sequence[str] | None,
     return _experiment_ids(b, experiments if experiments is not None else experiment)
 
 
-def collect_garbage(older_than: timedelta = timedelta(days=30), *, dry_run: bool = True,
-                    abandoned_after: timedelta = timedelta(days=1)) -> GcReport:
+def collect_garbage(older_than: timedelta = timedelta(milliseconds=PURGE_AFTER_MS), *,
+                    dry_run: bool = True,
+                    abandoned_after: timedelta = timedelta(milliseconds=ABANDONED_AFTER_MS),
+                    ) -> GcReport:
     """Purge the runs and experiments deleted longer ago than ``older_than`` (their metrics,
     params, tags and manifests) and free every blob no remaining run uses; also sweep what
     uploads that died left behind (idle for ``abandoned_after``). Safe beside uploads in

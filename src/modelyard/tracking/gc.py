@@ -14,7 +14,10 @@ import logging
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from modelyard.domain.retention import ABANDONED_AFTER_MS, DAY_MS
 from modelyard.errors import InvalidArgument
+
+__all__ = ["ABANDONED_AFTER_MS", "DAY_MS", "GcReport", "collect_garbage"]
 
 if TYPE_CHECKING:
     from modelyard.artifacts.protocol import BlobStore
@@ -23,9 +26,6 @@ if TYPE_CHECKING:
 
 audit = logging.getLogger("modelyard.audit")
 
-DAY_MS = 86_400_000
-ABANDONED_AFTER_MS = DAY_MS
-"""Leases, upload sessions and temp files idle this long belong to uploads that died."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,11 @@ from modelyard.domain.entities import (
 from modelyard.domain.history import HistoryColumns
 from modelyard.domain.names import new_run_id, new_run_name
 from modelyard.domain.paging import Page
+from modelyard.domain.retention import ABANDONED_AFTER_MS
 from modelyard.domain.search import parse_filter, parse_order_by
 from modelyard.errors import ExperimentNotFound, InvalidArgument
 from modelyard.tracking.artifact_writes import publish_artifact
-from modelyard.tracking.gc import ABANDONED_AFTER_MS, GcReport, collect_garbage
+from modelyard.tracking.gc import GcReport, collect_garbage
 
 if TYPE_CHECKING:
     from modelyard.artifacts.protocol import BlobStore

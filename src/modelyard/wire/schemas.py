@@ -23,6 +23,7 @@ from modelyard.domain.entities import (
     RunStatus,
 )
 from modelyard.domain.history import HistoryColumns
+from modelyard.domain.retention import ABANDONED_AFTER_MS, PURGE_AFTER_MS
 
 
 class _Strict(BaseModel):
@@ -100,9 +101,9 @@ class CountRunsIn(_Strict):
 
 
 class CollectGarbageIn(_Strict):
-    older_than_ms: StrictInt = 30 * 86_400_000
+    older_than_ms: StrictInt = PURGE_AFTER_MS
     dry_run: StrictBool = True
-    abandoned_after_ms: StrictInt = 86_400_000
+    abandoned_after_ms: StrictInt = ABANDONED_AFTER_MS
 
 
 class CreateUploadIn(_Strict):

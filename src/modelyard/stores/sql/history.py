@@ -227,7 +227,10 @@ def _pieces(listed: Sequence[Part], fetch: Fetch) -> Iterator[HistoryColumns]:
 
 def full_history(conn: Connection, run_id: str, key: str) -> HistoryColumns:
     """Every point of one history, in history order (``conn``: one snapshot)."""
-    listed = _list_parts(conn, run_id, key)
+    return _whole(conn, run_id, key, _list_parts(conn, run_id, key))
+
+
+def _whole(conn: Connection, run_id: str, key: str, listed: Sequence[Part]) -> HistoryColumns:
     return concat(list(_pieces(listed, lambda ps: _load(conn, run_id, key, ps))))
 
 
@@ -236,7 +239,7 @@ def downsample(conn: Connection, run_id: str, key: str, max_points: int) -> Hist
     ``conn``: one snapshot)."""
     listed = _list_parts(conn, run_id, key)
     if sum(p.n for p in listed) <= max_points:
-        return concat(list(_pieces(listed, lambda ps: _load(conn, run_id, key, ps))))
+        return _whole(conn, run_id, key, listed)
     has_nan = any(p.nan_count for p in listed)
     sampler = Downsampler(min(p.first_step for p in listed), max(p.last_step for p in listed),
                           bucket_count(max_points, has_nan=has_nan))
