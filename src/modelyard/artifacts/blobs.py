@@ -29,6 +29,7 @@ from blake3 import blake3
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from modelyard.artifacts import page_cache
 from modelyard.artifacts.hashing import (
     CHUNK_SIZE,
     BlobRef,
@@ -266,9 +267,14 @@ class FsspecBlobStore:
     def _verified_chunks(self, f: Any, digest: str, chunk_size: int) -> Iterator[bytes]:
         hasher = blake3()
         with f:
+            cache = page_cache.releasing_reader(f) if self._local else None
             while chunk := f.read(chunk_size):
                 hasher.update(chunk)
+                if cache is not None:
+                    cache.advanced(len(chunk))
                 yield chunk
+            if cache is not None:
+                cache.flush()
         if hasher.hexdigest() != digest:
             raise IntegrityFailure(
                 f"the stored blob {digest} does not match its digest (it was corrupted or "
@@ -292,13 +298,18 @@ class FsspecBlobStore:
     def _range_chunks(self, f: Any, digest: str, length: int,
                       chunk_size: int) -> Iterator[bytes]:
         with f:
+            cache = page_cache.releasing_reader(f, f.tell()) if self._local else None
             left = length
             while left > 0:
                 chunk = f.read(min(chunk_size, left))
                 if not chunk:
                     raise _not_found(digest)  # truncated under us
                 left -= len(chunk)
+                if cache is not None:
+                    cache.advanced(len(chunk))
                 yield chunk
+            if cache is not None:
+                cache.flush()
 
     def read_bytes(self, digest: str) -> bytes:
         return b"".join(self.open(digest))

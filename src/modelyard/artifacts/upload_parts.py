@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from modelyard.artifacts.upload_session import UploadSession
@@ -83,8 +84,9 @@ class LocalPartWriter(PartWriter):
     under an flock so two requests never write one part at once."""
 
     def __init__(self, base: str, session: UploadSession, number: int,
-                 not_found: NotFound) -> None:
+                 not_found: NotFound, on_ack: Callable[[], None]) -> None:
         super().__init__(session, number)
+        self._on_ack = on_ack
         self._marker = f"{base}/parts/{number}"
         self._lock_fd = -1
         self._fd = -1
@@ -130,6 +132,7 @@ class LocalPartWriter(PartWriter):
         except FileNotFoundError:
             raise NotFound(f"upload {self.session.upload_id} was aborted meanwhile",
                            field="upload_id") from None
+        self._on_ack()  # e.g. extend the digest of the acknowledged prefix
 
     def close(self) -> None:
         for fd in (self._fd, self._lock_fd):  # closing the lock file releases the flock

@@ -26,11 +26,10 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from blake3 import blake3
-
 from modelyard.artifacts.blobs import FsspecBlobStore, modified_time
-from modelyard.artifacts.hashing import BlobRef, validate_digest
+from modelyard.artifacts.hashing import validate_digest
 from modelyard.artifacts.protocol import StagedBlob
+from modelyard.artifacts.upload_digest import PrefixHashers
 from modelyard.artifacts.upload_parts import LocalPartWriter, ObjectPartWriter, PartWriter
 from modelyard.artifacts.upload_session import (
     DEFAULT_PART_SIZE,
@@ -62,6 +61,7 @@ class UploadArea:
         self.fs: Any = blobs.fs
         self._local = blobs.is_local
         self._dir = posixpath.join(blobs.root, "uploads")
+        self._prefixes = PrefixHashers()  # local store: digests computed as parts arrive
 
     def session_dir(self, upload_id: str) -> str:
         return f"{self._dir}/{validate_upload_id(upload_id)}"
@@ -136,7 +136,9 @@ class UploadArea:
                            field="upload_id")
         base = self.session_dir(session.upload_id)
         if self._local:
-            return LocalPartWriter(base, session, number, self.not_found(session.upload_id))
+            hasher = self._prefixes.get(base, session)
+            return LocalPartWriter(base, session, number, self.not_found(session.upload_id),
+                                   on_ack=hasher.extend)
         return ObjectPartWriter(self.fs, base, session, number)
 
     # -- completion ---------------------------------------------------------------------------
@@ -161,7 +163,8 @@ class UploadArea:
             return self._blobs.stage_stream(self._iter_parts(session))
         data = f"{base}/data"
         try:  # absent: completed (or aborted) by a concurrent request
-            ref = _hash_durable(data)
+            _sync(data)  # a no-op when every part was synced
+            ref = self._prefixes.get(base, session).finish()
             if ref.size != session.size:
                 raise Conflict(f"upload {session.upload_id} holds {ref.size} bytes, not "
                                f"{session.size}", field="size")
@@ -180,6 +183,7 @@ class UploadArea:
         """Record the outcome (a retried completion returns it) and free the staged bytes."""
         base = self.session_dir(session.upload_id)
         self._write_json(f"{base}/result.json", result)
+        self._prefixes.forget(session.upload_id)
         if self._local:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{base}/data")
@@ -197,6 +201,7 @@ class UploadArea:
         base = self.session_dir(upload_id)
         if not self.fs.exists(f"{base}/session.json"):
             raise self.not_found(upload_id)
+        self._prefixes.forget(upload_id)
         return self._remove_tree(base)
 
     def _remove_tree(self, base: str) -> int:
@@ -241,18 +246,12 @@ class UploadArea:
         return sessions, freed
 
 
-def _hash_durable(path: str) -> BlobRef:
-    """fsync a local file (a no-op when every part was synced) and BLAKE3 it in 8 MiB reads."""
-    hasher = blake3(max_threads=blake3.AUTO)
-    size = 0
-    buf = bytearray(HASH_BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        os.fsync(f.fileno())
-        while n := f.readinto(buf):
-            hasher.update(view[:n])
-            size += n
-    return BlobRef(hasher.hexdigest(), size)
+def _sync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _usage(info: dict[str, Any], *, local: bool) -> int:

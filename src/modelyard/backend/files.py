@@ -9,6 +9,7 @@ from pathlib import Path
 
 import blake3
 
+from modelyard.artifacts import page_cache
 from modelyard.errors import IntegrityFailure, Unavailable
 
 CHUNK = 1 << 20
@@ -24,6 +25,9 @@ def write_verified(chunks: Iterable[bytes | memoryview], dest: Path, *, digest: 
                    size: int | None = None) -> int:
     """Write chunks to a temp file beside ``dest``, check the BLAKE3 digest, rename into place.
 
+    A large file goes to disk as it arrives and is synced before the rename, without filling
+    the page cache (:class:`modelyard.artifacts.page_cache.WriteBehind`).
+
     Returns:
         the number of bytes written.
     Raises:
@@ -36,10 +40,14 @@ def write_verified(chunks: Iterable[bytes | memoryview], dest: Path, *, digest: 
     written = 0
     try:
         with os.fdopen(fd, "wb") as f:
+            behind = page_cache.WriteBehind(fd)
             for chunk in chunks:
                 hasher.update(chunk)
                 f.write(chunk)
+                f.flush()
                 written += len(chunk)
+                behind.advanced(len(chunk))
+            behind.finish()
         if size is not None and written != size:
             raise Unavailable(f"transfer of {dest.name!r} broke off after {written} bytes")
         if digest is not None and hasher.hexdigest() != digest:

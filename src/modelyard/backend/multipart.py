@@ -94,6 +94,8 @@ class UploadJournal:
 
 
 def _digest_of(src: Path) -> str:
+    # Read, not mapped: a file truncated by its writer meanwhile would kill a mapping reader
+    # with SIGBUS (the user's training process), where a read only sees fewer bytes.
     hasher = blake3.blake3()
     buf = bytearray(8 * MIB)
     view = memoryview(buf)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import blake3
 
+from modelyard.artifacts import page_cache
 from modelyard.backend.files import write_verified
 from modelyard.errors import IntegrityFailure, Unavailable
 
@@ -259,13 +260,17 @@ def _append(resp: http.client.HTTPResponse, partial: Path, dest: Path, digest: s
         f.truncate(have)
         if have and on_progress is not None:
             on_progress(have)
+        behind = page_cache.WriteBehind(fd, have)
         try:
             for block in _blocks(resp, on_progress):
                 hasher.update(block)
                 f.write(block)
+                f.flush()
                 received += len(block)
+                behind.advanced(len(block))
         except (OSError, http.client.HTTPException) as exc:
             raise _Broken(str(exc), digest, progressed=received > 0) from exc
+        behind.finish()
     if total is not None and have + received != total:
         raise _Broken(f"got {have + received} of {total} bytes", digest,
                       progressed=received > 0)
