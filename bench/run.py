@@ -523,7 +523,7 @@ def bench_system(sysm: System, kind: str, args, tmp: Path, art: dict, shared: di
         if "d" in args.workloads:
             res["d"] = best_of(
                 args.repeat,
-                ["upload_mib_per_s", "download_mib_per_s"],
+                ["upload_mib_per_s", "download_mib_per_s", "roundtrip_mib_per_s"],
                 lambda: sysm.workload(
                     "artifact",
                     ["--file", art["path"], "--sha256", art["sha256"], "--scratch", str(tmp)],
@@ -734,6 +734,16 @@ ROW_SPECS = [
         "(d) artifact download",
         "MiB/s",
         ("d", "download_mib_per_s"),
+        "higher",
+        2.0,
+        "≥2x",
+    ),
+    (
+        "d_round",
+        "d",
+        "(d) artifact up and down, round trip",
+        "MiB/s",
+        ("d", "roundtrip_mib_per_s"),
         "higher",
         2.0,
         "≥2x",

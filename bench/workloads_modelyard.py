@@ -305,6 +305,7 @@ def w_artifact(args: argparse.Namespace) -> dict:
         "download_s": down,
         "upload_mib_per_s": mib / up,
         "download_mib_per_s": mib / down,
+        "roundtrip_mib_per_s": mib / (up + down),  # the file up and down, one after the other
         "verified": got == args.sha256 and dl_size == size,
         "sha256": got,
         "run_id": run_id,
