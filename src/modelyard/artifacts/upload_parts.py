@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,10 @@ try:  # POSIX; elsewhere two requests for one part are not kept apart (last writ
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+_SPLICE = getattr(os, "splice", None) if fcntl is not None else None  # Linux
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
+SPLICE_STEP = 1 << 20
 
 
 class PartWriter(ABC):
@@ -44,6 +49,17 @@ class PartWriter(ABC):
         else:
             self._write(chunks)
         self.received += total
+
+    #: Whether :meth:`receive_from` can take the rest of the body from a socket directly.
+    takes_descriptors = False
+
+    def receive_from(self, sock: int, timeout: float) -> None:
+        """Receive the rest of the part from the readable non-blocking socket ``sock``.
+
+        Raises:
+            InvalidArgument: the sender stopped, or sent nothing for ``timeout`` seconds.
+        """
+        raise NotImplementedError
 
     def commit(self) -> bool:
         """Acknowledge the part. Returns: False if it had been acknowledged before.
@@ -124,6 +140,45 @@ class LocalPartWriter(PartWriter):
             while rest:
                 n = os.pwrite(self._fd, rest, at + done)
                 rest, done = rest[n:], done + n
+
+    takes_descriptors = _SPLICE is not None
+
+    def receive_from(self, sock: int, timeout: float) -> None:
+        """Move the rest of the part from ``sock`` into the staging file with ``splice(2)``:
+        socket to pipe to file inside the kernel, never through Python's memory."""
+        if _SPLICE is None or self.already:  # pragma: no cover - checked by the caller
+            raise NotImplementedError
+        left = self.length - self.received
+        at = self.offset + self.received
+        r, w = os.pipe()
+        try:
+            with contextlib.suppress(OSError):  # a larger pipe: fewer calls (Linux only)
+                fcntl.fcntl(w, _F_SETPIPE_SZ, SPLICE_STEP)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            while left:
+                try:
+                    n = _SPLICE(sock, w, min(left, SPLICE_STEP),
+                                flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+                except BlockingIOError:
+                    if not poller.poll(int(timeout * 1000)):
+                        raise self._stopped(f"nothing arrived for {timeout:g} s") from None
+                    continue
+                if n == 0:
+                    raise self._stopped("the connection ended")
+                while n:
+                    moved = _SPLICE(r, self._fd, n, offset_dst=at)
+                    at += moved
+                    n -= moved
+                    left -= moved
+                    self.received += moved
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def _stopped(self, why: str) -> InvalidArgument:
+        return InvalidArgument(f"part {self.number} stopped after {self.received} of "
+                               f"{self.length} bytes: {why}", field="body")
 
     def _commit(self) -> None:
         os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)

@@ -1,7 +1,7 @@
 """Large files to a server in parts: parallel, resumable, verified end to end.
 
 A session is opened (or found again through the local journal), the parts the server does not
-hold yet go out over a few keep-alive connections at once (``sendfile``, no copy through
+hold yet go out over a few connections at once (``sendfile``, no copy through
 Python), the file's BLAKE3 digest is computed on another thread meanwhile, and completion
 makes the server check every byte against it. A client killed half-way and started again
 finds its session in the journal and sends only the missing parts.

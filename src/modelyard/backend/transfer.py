@@ -86,7 +86,8 @@ def put_file(base_url: str, url_path: str, src: Path, *, timeout: float | None,
 
 
 class PartConnection:
-    """One keep-alive connection that PUTs regions of a file (a multipart upload's parts)."""
+    """A connection that PUTs regions of a file (a multipart upload's parts), kept alive
+    between them unless the server closes it (it does after a part it took from the socket)."""
 
     def __init__(self, base_url: str, *, timeout: float | None) -> None:
         self._base = base_url

@@ -25,7 +25,7 @@ from modelyard.artifacts.uploads import (
 )
 from modelyard.domain import validation as v
 from modelyard.domain.entities import ArtifactEntry, LifecycleStage
-from modelyard.errors import InvalidArgument, InvalidState, NotFound
+from modelyard.errors import Conflict, InvalidArgument, InvalidState, NotFound
 from modelyard.tracking.artifact_writes import publish_artifact
 
 if TYPE_CHECKING:
@@ -155,8 +155,10 @@ class UploadService:
             return done
         try:
             staged = self._area.stage(session)
-        except NotFound:
-            done = self._state(session).artifact  # a concurrent completion got there first
+        except (NotFound, Conflict):
+            # A concurrent completion may have got there first: it records the result before
+            # it removes the staging file and the part markers this one then misses.
+            done = self._state(session).artifact
             if done is None:
                 raise
             return done
