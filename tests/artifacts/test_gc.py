@@ -3,6 +3,7 @@ on SQLite and PostgreSQL, with a real artifact folder."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -194,11 +195,20 @@ def test_gc_races_uploads_of_the_same_content_and_loses_nothing(env: Env) -> Non
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # interleave the threads as finely as possible
 
+    def met_an_upload_in_flight() -> bool:
+        return any(r.blobs_kept for r in list(reports))
+
+    deadline = time.monotonic() + 60
+
     def upload(seed: int) -> None:
         rng = random.Random(seed)
         kept: str | None = None
         try:
-            for _ in range(120):
+            # 120 rounds, and on until the collector has met an upload in flight (the race
+            # this test is about is timing-dependent: some schedules need more rounds).
+            for i in itertools.count():
+                if i >= 120 and (met_an_upload_in_flight() or time.monotonic() > deadline):
+                    break
                 run = env.run()
                 data = rng.choice(contents)
                 digest = env.put(run, "model.bin", data)
