@@ -26,6 +26,19 @@ linux_only = pytest.mark.skipif(not LocalPartWriter.takes_descriptors,
                                 reason="parts are spliced from the socket on Linux only")
 
 
+@pytest.fixture
+def api(server: Any) -> Any:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def run_id(api: httpx.Client) -> str:
+    resp = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"})
+    assert resp.status_code == 201
+    return str(resp.json()["info"]["run_id"])
+
+
 def _open(api: httpx.Client, run_id: str, data: bytes, part_size: int = MIB) -> str:
     resp = api.post(r.CREATE_UPLOAD.url(run_id=run_id),
                     json={"path": "w.bin", "size": len(data), "part_size": part_size})

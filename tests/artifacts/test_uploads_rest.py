@@ -22,6 +22,19 @@ from modelyard.wire import routes as r
 MIB = 1 << 20
 
 
+@pytest.fixture
+def api(server: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def run_id(api: httpx.Client) -> str:
+    resp = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"})
+    assert resp.status_code == 201
+    return str(resp.json()["info"]["run_id"])
+
+
 def _objects(settings: Settings) -> list[str]:
     root = Path(settings.artifacts_url) / "objects"
     return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
