@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import test_uploads_rest
 
 from modelyard.artifacts import FsspecBlobStore, hash_bytes
 from modelyard.artifacts.upload_parts import LocalPartWriter
@@ -22,21 +23,10 @@ from modelyard.errors import InvalidArgument
 from modelyard.wire import routes as r
 
 MIB = 1 << 20
+api = test_uploads_rest.api  # the REST tests' fixtures: a server, a client, a run
+run_id = test_uploads_rest.run_id
 linux_only = pytest.mark.skipif(not LocalPartWriter.takes_descriptors,
                                 reason="parts are spliced from the socket on Linux only")
-
-
-@pytest.fixture
-def api(server: Any) -> Any:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def run_id(api: httpx.Client) -> str:
-    resp = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"})
-    assert resp.status_code == 201
-    return str(resp.json()["info"]["run_id"])
 
 
 def _open(api: httpx.Client, run_id: str, data: bytes, part_size: int = MIB) -> str:

@@ -267,14 +267,9 @@ class FsspecBlobStore:
     def _verified_chunks(self, f: Any, digest: str, chunk_size: int) -> Iterator[bytes]:
         hasher = blake3()
         with f:
-            cache = page_cache.releasing_reader(f) if self._local else None
-            while chunk := f.read(chunk_size):
+            for chunk in self._released(f, iter(lambda: f.read(chunk_size), b"")):
                 hasher.update(chunk)
-                if cache is not None:
-                    cache.advanced(len(chunk))
                 yield chunk
-            if cache is not None:
-                cache.flush()
         if hasher.hexdigest() != digest:
             raise IntegrityFailure(
                 f"the stored blob {digest} does not match its digest (it was corrupted or "
@@ -297,19 +292,21 @@ class FsspecBlobStore:
 
     def _range_chunks(self, f: Any, digest: str, length: int,
                       chunk_size: int) -> Iterator[bytes]:
-        with f:
-            cache = page_cache.releasing_reader(f, f.tell()) if self._local else None
+        def reads() -> Iterator[bytes]:
             left = length
             while left > 0:
                 chunk = f.read(min(chunk_size, left))
                 if not chunk:
                     raise _not_found(digest)  # truncated under us
                 left -= len(chunk)
-                if cache is not None:
-                    cache.advanced(len(chunk))
                 yield chunk
-            if cache is not None:
-                cache.flush()
+
+        with f:
+            yield from self._released(f, reads(), f.tell())
+
+    def _released(self, f: Any, chunks: Iterator[bytes], start: int = 0) -> Iterator[bytes]:
+        """Large local blobs do not stay in the page cache once read (``page_cache``)."""
+        return page_cache.released_behind(f, chunks, start) if self._local else chunks
 
     def read_bytes(self, digest: str) -> bytes:
         return b"".join(self.open(digest))

@@ -23,7 +23,7 @@ import ctypes
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 LARGE_FILE = 16 << 20
@@ -98,6 +98,19 @@ def releasing_reader(f: object, start: int = 0) -> ReleasingReader | None:
     except (OSError, ValueError, io.UnsupportedOperation):
         return None
     return ReleasingReader(fd, start)
+
+
+def released_behind(f: object, chunks: Iterable[bytes], start: int = 0) -> Iterator[bytes]:
+    """Yield ``chunks``, read in order from ``f`` from ``start``, releasing them from the page
+    cache behind the reader once a stretch is complete (large files only; else untouched)."""
+    reader = releasing_reader(f, start)
+    if reader is None:
+        yield from chunks
+        return
+    for chunk in chunks:
+        reader.advanced(len(chunk))
+        yield chunk
+    reader.flush()
 
 
 class WriteBehind:
