@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelyard.artifacts import BlobRef, BlobStore, FsspecBlobStore, hash_bytes, hash_file
+from modelyard.artifacts.reaper import REAPER
 from modelyard.errors import ArtifactNotFound, IntegrityFailure, InvalidArgument
 
 EMPTY_BLAKE3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
@@ -391,6 +392,19 @@ class BlobStoreContract:
             assert info.value.field == "range"
         with pytest.raises(ArtifactNotFound):
             store.open_range(hash_bytes(b"absent"), 0, 1)
+
+
+    def test_remove_soon_takes_the_file_away_at_once_and_frees_it_later(
+        self, store: FsspecBlobStore, backend: tuple[Any, str]
+    ) -> None:
+        fs, root = backend
+        fs.makedirs(f"{root}/uploads/u", exist_ok=True)
+        fs.pipe_file(f"{root}/uploads/u/data", b"staged bytes")
+        store.remove_soon(f"{root}/uploads/u/data")
+        assert not fs.exists(f"{root}/uploads/u/data")  # gone from its place before the return
+        assert REAPER.drain()
+        assert self._files_under(backend, "tmp") == []  # and then from the store altogether
+        store.remove_soon(f"{root}/uploads/u/data")  # already absent: nothing to do
 
 
 class TestLocalFolderBlobStore(BlobStoreContract):

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from modelyard.artifacts import hash_bytes
+from modelyard.artifacts.reaper import REAPER
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
 
@@ -111,6 +112,24 @@ def test_a_multipart_upload_end_to_end(api: httpx.Client, run_id: str,
     assert sorted(p.name for p in staging.rglob("*")) == ["result.json", "session.json"]
     msg = _error(up.put(1), 409, "CONFLICT", "upload_id")
     assert "already complete" in msg
+
+
+def test_an_upload_of_content_already_stored_frees_its_staging_file(
+        api: httpx.Client, run_id: str, settings: Settings) -> None:
+    data = os.urandom(2 * MIB + 7)
+    for path in ("first.bin", "again.bin"):  # the second is deduplicated
+        up = Upload(api, run_id, data, path=path)
+        for n in (1, 2, 3):
+            assert up.put(n).status_code == 200
+        assert up.complete(hash_bytes(data)).status_code == 201
+        staging = Path(settings.artifacts_url) / "uploads" / up.id
+        assert sorted(p.name for p in staging.rglob("*")) == ["result.json", "session.json"]
+    assert REAPER.drain()  # the duplicate's bytes were freed after the answer
+    assert _objects(settings) == [hash_bytes(data)[2:]]
+    tmp = Path(settings.artifacts_url) / "tmp"
+    assert [p for p in tmp.rglob("*") if p.is_file()] == []
+    got = api.get(r.DOWNLOAD_ARTIFACT.url(run_id=run_id, path="again.bin"))
+    assert got.content == data
 
 
 def test_part_size_and_content_length_are_checked(api: httpx.Client, run_id: str) -> None:

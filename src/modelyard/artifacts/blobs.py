@@ -39,6 +39,7 @@ from modelyard.artifacts.hashing import (
     validate_digest,
 )
 from modelyard.artifacts.protocol import BlobStore, StagedBlob
+from modelyard.artifacts.reaper import REAPER
 from modelyard.errors import ArtifactNotFound, IntegrityFailure, InvalidArgument
 
 __all__ = ["BlobRef", "BlobStore", "FsspecBlobStore", "StagedBlob", "hash_bytes", "hash_file"]
@@ -118,6 +119,21 @@ class FsspecBlobStore:
         except FileNotFoundError:
             return 0
         return size
+
+    def remove_soon(self, path: str) -> None:
+        """Remove one file without waiting for its blocks to be freed (local store): it is
+        renamed into ``tmp/`` now and unlinked by a background thread (:mod:`.reaper`); if
+        the process dies first, the temp sweep of ``modelyard gc`` removes it. Elsewhere it
+        is removed now."""
+        if not self._local:
+            self.remove(path)
+            return
+        doomed = self.new_temp_path()
+        try:
+            os.replace(path, doomed)
+        except FileNotFoundError:
+            return
+        REAPER.unlink(doomed)
 
     # -- writing ------------------------------------------------------------------------------
 

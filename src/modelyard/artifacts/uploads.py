@@ -185,8 +185,9 @@ class UploadArea:
         self._write_json(f"{base}/result.json", result)
         self._prefixes.forget(session.upload_id)
         if self._local:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{base}/data")
+            # In the background: when the content was already stored (deduplication), this
+            # is the last name of the staging file and freeing it would delay the answer.
+            self._blobs.remove_soon(f"{base}/data")
             shutil.rmtree(f"{base}/parts", ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
 from modelyard.artifacts.blobs import FsspecBlobStore
+from modelyard.artifacts.reaper import REAPER
 from modelyard.artifacts.uploads import UploadArea
 from modelyard.errors import ErrorCode
 from modelyard.server.errors import error_response, install_error_handlers
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        REAPER.drain()  # files let go by the last requests (see artifacts.reaper)
         stores.close()
 
     app = FastAPI(title="modelyard", version=__version__, lifespan=lifespan,
