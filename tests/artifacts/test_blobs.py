@@ -393,7 +393,6 @@ class BlobStoreContract:
         with pytest.raises(ArtifactNotFound):
             store.open_range(hash_bytes(b"absent"), 0, 1)
 
-
     def test_remove_soon_takes_the_file_away_at_once_and_frees_it_later(
         self, store: FsspecBlobStore, backend: tuple[Any, str]
     ) -> None:
