@@ -3,34 +3,47 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
+# Two stamps: what running needs (the package and its dependencies), and the test extra
+# (pytest, hypothesis, schemathesis, mypy, ruff, ...) on top. `make run` installs only the first.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck bench clean install
+.PHONY: run test lint typecheck bench clean install install-test
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(PIP) install --quiet -e .
+	touch $(RUN_STAMP)
 
-install: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP) pyproject.toml
+	$(PIP) install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
 
 ## Start the server on http://127.0.0.1:8750 over ./modelyard-data (SQLite + artifact folder).
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/modelyard server
 
 ## Lint (ruff), import-layer contracts (import-linter) and types (mypy).
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+## Types alone (mypy; also part of lint).
+typecheck: $(TEST_STAMP)
+	$(VENV)/bin/mypy
+
 ## The whole suite: lint first, then every test (PostgreSQL tests are mandatory with CI=true).
-test: $(STAMP) lint
+test: $(TEST_STAMP) lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Side-by-side benchmarks against MLflow (installs MLflow into bench/.venv-mlflow).
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	bash bench/run.sh $(BENCH_ARGS)
 
 clean:

@@ -48,8 +48,9 @@ ABSOLUTE_GOALS = {
 }
 
 
-def absolute_goal_met(key: str, value: object, verified: bool) -> str:
-    better, bound = ABSOLUTE_GOALS[key]
+def absolute_goal_met(key: str, value: object, verified: bool,
+                      goals: dict[str, tuple[str, float]] = ABSOLUTE_GOALS) -> str:
+    better, bound = goals[key]
     if not isinstance(value, (int, float)):
         return "not measured"
     hit = value < bound if better == "lower" else value >= bound

@@ -152,23 +152,33 @@ def w_metric_batches(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------- (c)
-def _create_range(uri: str | None, start: int, count: int) -> int:
+def _create_range(uri: str | None, start: int, count: int,
+                  experiment: str = benchdata.SEARCH_EXPERIMENT) -> int:
     my = _sdk(uri)
     for i in range(start, start + count):
         params, metrics, tags = benchdata.run_data(i)
-        with my.start_run(experiment=benchdata.SEARCH_EXPERIMENT, params=params, tags=tags) as run:
+        # The block's end waits until the run is stored (creation, values and end travel in
+        # one request), as MLflow's set_terminated returns once the run is stored.
+        with my.start_run(experiment=experiment, params=params, tags=tags) as run:
             run.log_metrics(metrics, step=0)
-            run.flush()
     return count
 
 
 def w_create_runs(args: argparse.Namespace) -> dict:
-    """(c, part 1) start_run(params, tags) + log_metrics + flush + end, over HTTP."""
-    _sdk(args.uri).set_experiment(benchdata.SEARCH_EXPERIMENT)
+    """(c, part 1) start_run(params, tags) + log_metrics + end, over HTTP."""
+    experiment = args.experiment or benchdata.SEARCH_EXPERIMENT
+    my = _sdk(args.uri)
+    my.set_experiment(experiment)
+    if args.capture_source:  # as a sweep has it: the first run captures and uploads
+        with my.start_run(experiment=experiment, name="capture-warmup"):
+            pass
     t0 = now()
-    _create_range(args.uri, args.start, args.count)
+    _create_range(args.uri, args.start, args.count, experiment)
     elapsed = now() - t0
-    return {"runs": args.count, "elapsed_s": elapsed, "runs_per_s": args.count / elapsed}
+    created = my.count_runs(experiment)
+    expected = args.count + (1 if args.capture_source else 0)
+    return {"runs": args.count, "elapsed_s": elapsed, "runs_per_s": args.count / elapsed,
+            "capture_source": args.capture_source, "verified": created >= expected}
 
 
 def w_bulk_load(args: argparse.Namespace) -> dict:
@@ -338,6 +348,8 @@ WORKLOADS = {
 def main() -> int:
     ap = benchdata.workload_parser(__doc__, WORKLOADS, "modelyard server, http://127.0.0.1:PORT")
     ap.add_argument("--procs", type=int, default=2, help="client processes (bulk_load)")
+    ap.add_argument("--experiment", default=None,
+                    help="experiment of create_runs [the search experiment]")
     ap.add_argument(
         "--capture-source",
         action="store_true",

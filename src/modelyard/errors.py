@@ -19,7 +19,9 @@ class with :func:`error_from_code`. This module knows nothing of HTTP.
     │   └── InvalidState           e.g. logging to a deleted run
     ├── IntegrityFailure           stored bytes do not match their digest
     ├── SchemaOutdated             the database schema is older than this code
-    └── Unavailable                a backend could not be reached (retryable)
+    ├── Unavailable                a backend could not be reached (retryable)
+    └── LoggingRefused             values logged in the background that a backend refused
+                                   (raised by flush() and at run end; lists each key)
 
 Messages reach users: they name the offending field and never contain secrets or SQL.
 """
@@ -46,6 +48,7 @@ class ErrorCode(StrEnum):
     INTEGRITY_FAILURE = "INTEGRITY_FAILURE"
     SCHEMA_OUTDATED = "SCHEMA_OUTDATED"
     UNAVAILABLE = "UNAVAILABLE"
+    LOGGING_REFUSED = "LOGGING_REFUSED"
     INTERNAL = "INTERNAL"
 
 
@@ -144,6 +147,41 @@ class Unavailable(ModelyardError):
     """A backend could not be reached or answered with a transient failure; safe to retry."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class LoggingRefused(ModelyardError):
+    """Values logged in the background that the backend refused: every other value was stored.
+
+    Raised by ``ActiveRun.flush()`` and at the end of the run, after everything else has been
+    stored. ``refused`` lists each refused item once per key and reason.
+    """
+
+    code = ErrorCode.LOGGING_REFUSED
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 refused: tuple[RefusedValue, ...] = ()) -> None:
+        super().__init__(message, field=field)
+        self.refused = refused
+
+
+class RefusedValue:
+    """One refused key: what it was (``metric``, ``param``, ``tag`` or ``run`` for the run's
+    own creation or end), its key, how many values of it were refused, and the error."""
+
+    __slots__ = ("count", "error", "key", "kind")
+
+    def __init__(self, kind: str, key: str, error: ModelyardError, count: int = 1) -> None:
+        self.kind = kind
+        self.key = key
+        self.error = error
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"RefusedValue({self.kind!r}, {self.key!r}, count={self.count}, error={self.error})"
+
+    def describe(self) -> str:
+        times = f" ({self.count} values)" if self.count > 1 else ""
+        return f"{self.kind} {self.key!r}{times}: {self.error.message}"
 
 
 def _all_subclasses(cls: type[ModelyardError]) -> list[type[ModelyardError]]:

@@ -32,6 +32,7 @@ from modelyard.errors import (
     InvalidArgument,
     InvalidFilter,
     InvalidState,
+    LoggingRefused,
     ModelyardError,
     NotFound,
     ParamOverwrite,
@@ -498,7 +499,22 @@ def test_experiments_create_get_list_delete_restore(sdk: Any) -> None:
     sdk.restore_run(run.id)
     assert [r.id for r in sdk.search_runs("lifecycle")] == [run.id]
     sdk.delete_experiment(exp_id)
+    # start_run returns at once with the id this process looked the name up to before; the
+    # run's creation travels with its first batch, is refused there, and so is what was logged.
+    with pytest.raises(LoggingRefused) as at_end, \
+            sdk.start_run(experiment="lifecycle") as doomed:
+        doomed.log_metric("m", 2.0)
+        with pytest.raises(LoggingRefused, match="deleted") as at_flush:
+            doomed.flush()
+        with pytest.raises(InvalidState, match="could not be created"):
+            doomed.log_metric("m", 3.0)  # from now on refused at the call
+    assert {(r.kind, r.key) for r in at_flush.value.refused} == {("run", "creation"),
+                                                                ("metric", "m")}
+    assert {(r.kind, r.key) for r in at_end.value.refused} == {("run", "end")}
+    assert all(isinstance(r.error, InvalidState) for r in at_flush.value.refused)
+    # ... and the name is looked up again: the next start_run is refused at once.
     raises_exactly(InvalidState, lambda: sdk.start_run(experiment="lifecycle"))
+    raises_exactly(RunNotFound, lambda: sdk.get_run(doomed.id))
     sdk.restore_experiment(exp_id)
     with sdk.start_run(experiment="lifecycle"):
         pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,8 +21,16 @@ from modelyard.backend.local import LocalBackend
 from modelyard.backend.remote import RemoteBackend
 from modelyard.client.run import ActiveRun
 from modelyard.client.sender import BatchSender
-from modelyard.domain.entities import LogBatch, Metric, Param, Run, Tag
-from modelyard.errors import ModelyardError, ParamOverwrite, Unavailable
+from modelyard.domain.entities import LogBatch, Metric, NewRun, Param, Run, RunEnd, RunStatus, Tag
+from modelyard.errors import (
+    InvalidArgument,
+    InvalidState,
+    LoggingRefused,
+    ModelyardError,
+    ParamOverwrite,
+    RunNotFound,
+    Unavailable,
+)
 from modelyard.settings import Settings
 
 
@@ -123,9 +132,9 @@ class Gated:
         self.inner = inner
         self.gate = threading.Event()
 
-    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
+    def log_batch(self, run_id: str, batch: LogBatch, **kwargs: Any) -> bool:
         assert self.gate.wait(20), "the gate was never opened"
-        return bool(self.inner.log_batch(run_id, batch, batch_id=batch_id))
+        return bool(self.inner.log_batch(run_id, batch, **kwargs))
 
 
 def test_back_pressure_blocks_enqueue_instead_of_dropping(backend: Any, run: Run,
@@ -156,27 +165,115 @@ def test_back_pressure_blocks_enqueue_instead_of_dropping(backend: Any, run: Run
     assert steps(backend, run.id) == list(range(100))  # nothing lost, nothing doubled
 
 
-def test_refused_batch_surfaces_on_next_flush(backend: Any, run: Run,
-                                              senders: list[BatchSender]) -> None:
+def test_a_refused_param_is_taken_out_and_the_rest_stored(backend: Any, run: Run,
+                                                          senders: list[BatchSender]) -> None:
     sender = make(senders, backend, run.id, interval=60.0)
     sender.enqueue([Param("lr", "0.1")])
     sender.flush()
-    # Sent straight through the sender (ActiveRun would refuse it before enqueueing).
-    sender.enqueue([Param("lr", "0.2"), *points(0, 3)])
-    with pytest.raises(ParamOverwrite) as info:
+    # Sent straight through the sender (ActiveRun would refuse it before enqueueing), as
+    # another process setting the param first would make the server refuse it.
+    sender.enqueue([Param("lr", "0.2"), Param("depth", "3"), *points(0, 3), Tag("t", "x")])
+    with pytest.raises(LoggingRefused) as info:
         sender.flush()
-    assert info.value.field == "params.lr"
+    [refused] = info.value.refused
+    assert (refused.kind, refused.key, refused.count) == ("param", "lr", 1)
+    assert isinstance(refused.error, ParamOverwrite)
+    assert refused.error.field == "params.lr"
+    assert "param 'lr'" in str(info.value) and "'0.1'" in str(info.value)
     sender.flush()  # reported once, then cleared
-    assert backend.get_run(run.id).params == {"lr": "0.1"}
-    assert steps(backend, run.id) == []  # the refused batch was written not at all
+    got = backend.get_run(run.id)
+    assert got.params == {"lr": "0.1", "depth": "3"}  # every other value was stored
+    assert got.tags["t"] == "x"
+    assert steps(backend, run.id) == [0, 1, 2]
+    assert got.tags["modelyard.logging_errors"] == "1"  # a search can find such runs
     sender.enqueue(points(3, 5))
     sender.flush()
-    assert steps(backend, run.id) == [3, 4]  # the sender goes on after a refusal
+    assert steps(backend, run.id) == [0, 1, 2, 3, 4]  # the sender goes on after a refusal
     sender.enqueue([Param("lr", "0.3")])
-    with pytest.raises(ParamOverwrite):
+    with pytest.raises(LoggingRefused):
         sender.close()  # a refusal still pending at close is raised there
+    assert backend.get_run(run.id).tags["modelyard.logging_errors"] == "2"
     with pytest.raises(ModelyardError):
         sender.enqueue(points(5, 6))  # closed
+
+
+def test_a_refusal_of_the_run_refuses_everything_for_it(backend: Any, run: Run,
+                                                        senders: list[BatchSender]) -> None:
+    sender = make(senders, backend, run.id, interval=60.0)
+    backend.delete_run(run.id)
+    sender.enqueue([*points(0, 4), Param("p", "v"), *points(0, 2, key="other")])
+    with pytest.raises(LoggingRefused) as info:
+        sender.flush()
+    by_key = {(r.kind, r.key): r.count for r in info.value.refused}
+    assert by_key == {("metric", "m"): 4, ("param", "p"): 1, ("metric", "other"): 2}
+    assert all(isinstance(r.error, InvalidState) for r in info.value.refused)
+    assert "deleted" in str(info.value)
+
+
+class RefusesValues:
+    """A real backend that also refuses any batch holding a metric of one key, as a server
+    with stricter limits would: the sender must isolate those points by halving."""
+
+    def __init__(self, inner: Any, bad_key: str) -> None:
+        self.inner = inner
+        self.bad_key = bad_key
+        self.calls = 0
+
+    def log_batch(self, run_id: str, batch: LogBatch, **kwargs: Any) -> bool:
+        self.calls += 1
+        if any(m.key == self.bad_key for m in batch.metrics):
+            raise InvalidArgument(f"metric {self.bad_key!r} refused here", field="metrics.value")
+        return bool(self.inner.log_batch(run_id, batch, **kwargs))
+
+
+def test_other_refusals_are_isolated_by_halving(backend: Any, run: Run,
+                                               senders: list[BatchSender]) -> None:
+    strict = RefusesValues(backend, "bad")
+    sender = make(senders, strict, run.id, interval=60.0)
+    good = points(0, 50)
+    sender.enqueue([*good[:20], Metric("bad", 1.0, 0, 0), *good[20:], Param("p", "1")])
+    with pytest.raises(LoggingRefused) as info:
+        sender.flush()
+    assert [(r.kind, r.key, r.count) for r in info.value.refused] == [("metric", "bad", 1)]
+    assert steps(backend, run.id) == list(range(50))  # every valid point, in order
+    assert backend.get_run(run.id).params == {"p": "1"}
+    assert strict.calls <= 2 * 7 + 2  # about two requests per halving, not one per point
+
+
+def test_creation_travels_with_the_first_batch_and_end_with_the_last(
+        backend: Any, senders: list[BatchSender]) -> None:
+    run_id = uuid.uuid4().hex
+    create = NewRun("0", "deferred", "u", 1_000)
+    sender = make(senders, backend, run_id, create=create, interval=60.0)
+    sender.enqueue(points(0, 3))
+    with pytest.raises(RunNotFound):
+        backend.get_run(run_id)  # nothing sent yet: the run is created by its first batch
+    sender.wait_created()
+    got = backend.get_run(run_id)
+    assert (got.name, got.status, got.start_time) == ("deferred", RunStatus.RUNNING, 1_000)
+    assert steps(backend, run_id) == [0, 1, 2]  # the points went with the creation
+    sender.enqueue(points(3, 5))
+    sender.finish(RunEnd(RunStatus.FAILED, 2_000))
+    got = backend.get_run(run_id)
+    assert (got.status, got.end_time) == (RunStatus.FAILED, 2_000)
+    assert steps(backend, run_id) == [0, 1, 2, 3, 4]
+
+
+def test_a_refused_creation_is_raised_and_refuses_what_was_logged(
+        backend: Any, senders: list[BatchSender]) -> None:
+    exp = backend.create_experiment(f"doomed-{uuid.uuid4().hex[:6]}")
+    backend.delete_experiment(exp.experiment_id)
+    seen: list[ModelyardError] = []
+    sender = make(senders, backend, uuid.uuid4().hex, interval=60.0,
+                  create=NewRun(exp.experiment_id, "r", "u", 1), on_create_refused=seen.append)
+    sender.enqueue(points(0, 3))
+    with pytest.raises(InvalidState, match="deleted"):
+        sender.wait_created()
+    assert len(seen) == 1 and isinstance(seen[0], InvalidState)
+    with pytest.raises(LoggingRefused) as info:
+        sender.finish(RunEnd(RunStatus.FINISHED, 2))
+    assert {(r.kind, r.key) for r in info.value.refused} == {
+        ("run", "creation"), ("metric", "m"), ("run", "end")}
 
 
 # ----------------------------------------------------------------------------- outages

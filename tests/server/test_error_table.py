@@ -32,7 +32,7 @@ def test_client_mistakes_are_4xx_and_outages_5xx() -> None:
         ErrorCode.ARTIFACT_NOT_FOUND: 404, ErrorCode.ALREADY_EXISTS: 409,
         ErrorCode.CONFLICT: 409, ErrorCode.PARAM_OVERWRITE: 409, ErrorCode.INVALID_STATE: 409,
         ErrorCode.UNAVAILABLE: 503, ErrorCode.SCHEMA_OUTDATED: 503, ErrorCode.INTERNAL: 500,
-        ErrorCode.INTEGRITY_FAILURE: 500,
+        ErrorCode.INTEGRITY_FAILURE: 500, ErrorCode.LOGGING_REFUSED: 409,
     }
     assert expected == STATUS
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -22,8 +23,10 @@ from modelyard.domain.entities import (
     LifecycleStage,
     LogBatch,
     Metric,
+    NewRun,
     Param,
     Run,
+    RunEnd,
     RunStatus,
     Tag,
     ViewType,
@@ -44,6 +47,7 @@ from modelyard.domain.search import (
 from modelyard.errors import (
     AlreadyExists,
     ArtifactNotFound,
+    Conflict,
     ExperimentNotFound,
     InvalidArgument,
     InvalidFilter,
@@ -361,6 +365,16 @@ def test_delete_and_restore_experiment_carries_its_runs(stores: SqlStores) -> No
         stores.experiments.set_experiment_lifecycle("987654", stage=DELETED, now=1)
 
 
+def test_missing_experiments(stores: SqlStores) -> None:
+    a, b = new_exp(stores, "a"), new_exp(stores, "b")
+    stores.experiments.set_experiment_lifecycle(b, stage=DELETED, now=1)
+    assert stores.experiments.missing_experiments([a, "0", b]) == []  # a deleted one exists
+    assert stores.experiments.missing_experiments(["777", a, "778"]) == ["777", "778"]
+    many = [str(10_000 + i) for i in range(1_200)]  # more than one IN list
+    assert stores.experiments.missing_experiments([*many, a]) == many
+    assert stores.experiments.missing_experiments([]) == []
+
+
 def test_experiment_tags(stores: SqlStores) -> None:
     exp = new_exp(stores, tags={"a": "1"}, now=1)
     stores.experiments.set_experiment_tag(exp, "b", "2", now=5)
@@ -374,6 +388,53 @@ def test_experiment_tags(stores: SqlStores) -> None:
 
 
 # =========================================================================== runs
+
+
+def test_a_batch_can_create_and_end_its_run(stores: SqlStores) -> None:
+    exp = new_exp(stores)
+    create = NewRun(exp, "one-shot", "ana", 100)
+    batch = LogBatch(metrics=(Metric("m", 0.5, 0, 1),), params=(Param("p", "1"),),
+                     tags=(Tag("t", "x"),))
+    assert stores.runs.log_batch(rid(1), batch, batch_id="b-000001", create=create,
+                                 end=RunEnd(RunStatus.FINISHED, 200))
+    got = stores.runs.get_run(rid(1))
+    assert (got.name, got.user_id, got.start_time) == ("one-shot", "ana", 100)
+    assert (got.status, got.end_time) == (RunStatus.FINISHED, 200)
+    assert (got.params, got.tags, got.metrics) == ({"p": "1"}, {"t": "x"}, {"m": 0.5})
+    # The same first batch again (its answer was lost): a duplicate, nothing written twice.
+    assert not stores.runs.log_batch(rid(1), batch, batch_id="b-000001", create=create,
+                                     end=RunEnd(RunStatus.FINISHED, 200))
+    assert [m.step for m in stores.runs.get_metric_history(rid(1), "m")] == [0]
+    # A later batch with the same creation goes on; its end ends the run again.
+    assert stores.runs.log_batch(rid(1), LogBatch(metrics=(Metric("m", 0.7, 1, 2),)),
+                                 batch_id="b-000002", create=create,
+                                 end=RunEnd(RunStatus.FAILED, 300))
+    got = stores.runs.get_run(rid(1))
+    assert (got.status, got.end_time, got.metrics) == (RunStatus.FAILED, 300, {"m": 0.7})
+    with pytest.raises(Conflict):  # another creation under the same id
+        stores.runs.log_batch(rid(1), batch, batch_id="b-000003",
+                              create=NewRun(exp, "other", "ana", 100))
+    with pytest.raises(ExperimentNotFound):
+        stores.runs.log_batch(rid(2), batch, batch_id=None, create=NewRun("777777", "r", "u", 1))
+    with pytest.raises(RunNotFound):
+        stores.runs.get_run(rid(2))  # nothing of the refused batch was written
+    stores.experiments.set_experiment_lifecycle(exp, stage=DELETED, now=5)
+    with pytest.raises(InvalidState):
+        stores.runs.log_batch(rid(3), batch, batch_id=None, create=NewRun(exp, "r", "u", 1))
+
+
+def test_a_batch_names_stored_blobs_and_drops_their_leases(stores: SqlStores) -> None:
+    run = new_run(stores, 1)
+    leases = stores.artifacts.add_leases(["a" * 64, "b" * 64], now=int(time.time() * 1000))
+    assert len(set(leases)) == 2
+    assert stores.maintenance.leased_digests(since=0) == {"a" * 64, "b" * 64}
+    entries = (ArtifactEntry("env/req.txt", "a" * 64, 3), ArtifactEntry("diff.patch", "b" * 64, 4))
+    stores.runs.log_batch(run, LogBatch(artifacts=entries), batch_id=None, release_leases=leases)
+    assert stores.artifacts.list_artifacts(run, prefix="") == sorted(entries, key=lambda e: e.path)
+    assert stores.maintenance.leased_digests(since=0) == set()  # in the same transaction
+    more = stores.artifacts.add_leases(["c" * 64], now=int(time.time() * 1000))
+    stores.artifacts.drop_leases([*more, "not-a-lease"])
+    assert stores.maintenance.leased_digests(since=0) == set()
 
 
 def test_run_create_and_get(stores: SqlStores) -> None:
@@ -404,9 +465,16 @@ def test_run_create_and_get(stores: SqlStores) -> None:
         new_run(stores, 4, exp=exp, parent=rid(98))
     with pytest.raises(RunNotFound):
         stores.runs.get_run(rid(4))  # nothing was created
-    with pytest.raises(InvalidState):
-        new_run(stores, 1, exp=exp)  # the id is taken
+    with pytest.raises(Conflict):
+        new_run(stores, 1, exp=exp)  # the id is taken by a run created otherwise
     assert stores.runs.get_run(parent).name == "parent"
+    # The same creation again (a retry whose answer was lost) answers with the run as it is.
+    again = new_run(stores, 1, exp=exp, name="parent", user="alice", start=111,
+                    tags={"t": "v", "modelyard.source": "x"})
+    assert again == rid(1)
+    assert stores.runs.get_run(parent) == run
+    with pytest.raises(Conflict):  # same values but other tags: not a repeat
+        new_run(stores, 1, exp=exp, name="parent", user="alice", start=111, tags={"t": "w"})
 
 
 def test_update_run(stores: SqlStores) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from modelyard.errors import ModelyardError, Unavailable, error_from_code
+from modelyard.errors import ModelyardError, NotFound, Unavailable, error_from_code
+
+NOT_A_BASE_URL = ("is the URI the modelyard server's base URL (such as http://127.0.0.1:8750, "
+                  "without /api/v1)?")
 
 
 def error_for(status: int, body: bytes) -> ModelyardError | None:
@@ -15,6 +18,9 @@ def error_for(status: int, body: bytes) -> ModelyardError | None:
         err = orjson.loads(body)["error"]
         return error_from_code(err["code"], err["message"], field=err.get("field"))
     except (orjson.JSONDecodeError, KeyError, TypeError):
+        if status == 404:  # not a modelyard answer: the URI names something else
+            return NotFound(f"server answered HTTP 404 without a modelyard error body: "
+                            f"{NOT_A_BASE_URL}", field="uri")
         cls = Unavailable if status in (502, 503, 504) else ModelyardError
         return cls(f"server answered HTTP {status}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,11 +14,36 @@ from modelyard.errors import IntegrityFailure, Unavailable
 
 CHUNK = 1 << 20
 
+# A new file's mode before the umask: as open() and the shell create files (0644 under umask
+# 022). tempfile.mkstemp would make every downloaded or exported file 0600 whatever the umask.
+FILE_MODE = 0o666
+_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+           | getattr(os, "O_BINARY", 0))
+
 
 def read_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(chunk_size):
             yield chunk
+
+
+def create_beside(dest: Path) -> tuple[int, Path]:
+    """Create a new, empty temp file in ``dest``'s folder, to be renamed onto ``dest``.
+
+    Its name is unpredictable and it is created exclusively (never an existing file or a
+    symlink); its mode is :data:`FILE_MODE` less the umask, the mode ``dest`` would get if it
+    were written directly, so the rename leaves the file as any other the user creates.
+
+    Returns:
+        the open descriptor (write-only) and the temp file's path.
+    """
+    for _ in range(100):
+        tmp = dest.parent / f".modelyard-{secrets.token_hex(8)}"
+        try:
+            return os.open(tmp, _CREATE, FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp name beside {dest}")
 
 
 def write_verified(chunks: Iterable[bytes | memoryview], dest: Path, *, digest: str | None,
@@ -35,7 +60,7 @@ def write_verified(chunks: Iterable[bytes | memoryview], dest: Path, *, digest: 
         Unavailable: fewer or more than ``size`` bytes arrived.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".modelyard-", dir=dest.parent)
+    fd, tmp = create_beside(dest)
     hasher = blake3.blake3()
     written = 0
     try:
@@ -54,6 +79,6 @@ def write_verified(chunks: Iterable[bytes | memoryview], dest: Path, *, digest: 
             raise IntegrityFailure(f"downloaded bytes of {dest.name!r} do not match their digest")
         os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return written

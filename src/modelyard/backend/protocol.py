@@ -10,7 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
+from modelyard.domain.entities import (
+    ArtifactEntry,
+    Experiment,
+    LogBatch,
+    Metric,
+    NewRun,
+    Run,
+    RunEnd,
+    ViewType,
+)
 from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
 from modelyard.tracking.gc import GcReport
@@ -41,7 +50,11 @@ class Backend(Protocol):
         start_time: int | None = None,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
-    ) -> Run: ...
+        run_id: str | None = None,
+    ) -> Run:
+        """``run_id``: the caller's id (32 lowercase hex); a repeat with the same values is
+        answered with the run (idempotent), other values are a Conflict."""
+        ...
     def get_run(self, run_id: str) -> Run: ...
     def update_run(
         self,
@@ -53,8 +66,13 @@ class Backend(Protocol):
     ) -> Run: ...
     def delete_run(self, run_id: str) -> None: ...
     def restore_run(self, run_id: str) -> None: ...
-    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
-        """Returns False when the batch id had already been stored (a retry)."""
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None,
+                  create: NewRun | None = None, end: RunEnd | None = None) -> bool:
+        """Write a batch atomically; ``create`` creates the run first (idempotent, as
+        :meth:`create_run` with ``run_id``), ``end`` ends it last.
+
+        Returns False when the batch id had already been stored (a retry).
+        """
         ...
     def delete_tag(self, run_id: str, key: str) -> None: ...
     def get_metric_history(

@@ -23,7 +23,16 @@ from modelyard.backend.multipart import (
 )
 from modelyard.backend.transfer import Progress
 from modelyard.domain import validation as v
-from modelyard.domain.entities import ArtifactEntry, Experiment, LogBatch, Metric, Run, ViewType
+from modelyard.domain.entities import (
+    ArtifactEntry,
+    Experiment,
+    LogBatch,
+    Metric,
+    NewRun,
+    Run,
+    RunEnd,
+    ViewType,
+)
 from modelyard.domain.history import HistoryFormat
 from modelyard.domain.paging import Page
 from modelyard.domain.retention import ABANDONED_AFTER_MS
@@ -70,6 +79,11 @@ class RemoteBackend:
         if not base_url.startswith(("http://", "https://")):
             raise InvalidArgument(f"not an http(s) URL: {base_url!r}", field="uri")
         self.base_url = base_url.rstrip("/")
+        if self.base_url.lower().endswith(r.API):  # every request would go to /api/v1/api/v1/…
+            raise InvalidArgument(
+                f"{base_url!r} ends in {r.API}: the URI must be the server's base URL, "
+                f"{self.base_url[:-len(r.API)]!r} here, without {r.API}",
+                field="uri")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self.multipart_threshold = multipart_threshold
         journal = None if cache_dir is None else UploadJournal(cache_dir / "uploads")
@@ -157,9 +171,11 @@ class RemoteBackend:
         start_time: int | None = None,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> Run:
         body = {"experiment_id": experiment_id, "run_name": run_name, "user_id": user_id,
-                "start_time": start_time, "tags": tags or {}, "parent_run_id": parent_run_id}
+                "start_time": start_time, "tags": tags or {}, "parent_run_id": parent_run_id,
+                "run_id": run_id}
         return w.run_from_json(self._call(r.CREATE_RUN, json=body))
 
     def get_run(self, run_id: str) -> Run:
@@ -184,9 +200,10 @@ class RemoteBackend:
     def restore_run(self, run_id: str) -> None:
         self._call(r.RESTORE_RUN, path={"run_id": run_id})
 
-    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None,
+                  create: NewRun | None = None, end: RunEnd | None = None) -> bool:
         d = self._call(r.LOG_BATCH, path={"run_id": run_id},
-                       json=w.batch_to_json(batch, batch_id))
+                       json=w.batch_to_json(batch, batch_id, create=create, end=end))
         return bool(d["stored"])
 
     def delete_tag(self, run_id: str, key: str) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import blake3
 
 from modelyard.artifacts import page_cache
-from modelyard.backend.files import write_verified
+from modelyard.backend.files import FILE_MODE, write_verified
 from modelyard.errors import IntegrityFailure, Unavailable
 
 BLOCK = 1 << 20
@@ -255,7 +255,9 @@ def _append(resp: http.client.HTTPResponse, partial: Path, dest: Path, digest: s
             total: int | None, on_progress: Progress | None) -> Answer:
     hasher = blake3.blake3()
     received = 0
-    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
+    # The partial file becomes dest by a rename: created as dest would be (0644 under umask
+    # 022); never through a symlink planted under its predictable name.
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
     with os.fdopen(fd, "r+b") as f:
         _hash_prefix(f, have, hasher)
         f.truncate(have)

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from modelyard.backend.files import create_beside
 from modelyard.backend.protocol import Backend
 from modelyard.cli.common import console, handle_errors, print_json
 from modelyard.cli.shared import about_run, fmt_number, open_backend, uri_option
@@ -44,13 +45,13 @@ def _write(data: bytes, output: Path | None) -> None:
         sys.stdout.buffer.flush()
         return
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".modelyard-", dir=output.parent)
+    fd, tmp = create_beside(output)  # the mode of any new file (mkstemp's would be 0600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, output)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

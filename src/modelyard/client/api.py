@@ -8,6 +8,7 @@ no URI was set explicitly.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import getpass
 import os
@@ -23,20 +24,41 @@ from modelyard.artifacts.paths import normalize_artifact_path, safe_join
 from modelyard.backend.parallel import run_parallel
 from modelyard.backend.protocol import Backend
 from modelyard.client.run import ActiveRun
-from modelyard.domain.entities import ArtifactEntry, Experiment, Metric, Run
+from modelyard.domain.entities import (
+    ArtifactEntry,
+    Experiment,
+    LifecycleStage,
+    Metric,
+    NewRun,
+    Param,
+    Run,
+    RunInfo,
+    RunStatus,
+    Tag,
+)
 from modelyard.domain.history import parse_history_format
+from modelyard.domain.names import new_run_id, new_run_name
 from modelyard.domain.paging import Page
 from modelyard.domain.retention import ABANDONED_AFTER_MS, PURGE_AFTER_MS
-from modelyard.domain.validation import is_experiment_id
+from modelyard.domain.validation import (
+    is_experiment_id,
+    validate_new_run,
+    validate_param,
+    validate_run_id,
+    validate_tag,
+)
 from modelyard.errors import (
     AlreadyExists,
     ArtifactNotFound,
     ExperimentNotFound,
     InvalidArgument,
     InvalidState,
+    ModelyardError,
+    ParamOverwrite,
 )
 from modelyard.settings import DEFAULT_DATA_DIR
 from modelyard.tracking.gc import GcReport
+from modelyard.tracking.service import now_ms
 
 _lock = threading.RLock()
 _uri: str | None = None
@@ -123,25 +145,30 @@ def _resolve_experiment(b: Backend, experiment: str | None) -> Experiment:
 
 
 # (backend, name) -> experiment id: a training loop starting many runs asks the backend once.
-# An id gone stale (experiment deleted or renamed meanwhile) is dropped when create_run refuses.
+# An id gone stale (experiment deleted or renamed meanwhile) is dropped when a creation is
+# refused (see ActiveRun's on_refused), so the next start_run looks the name up again.
 _experiment_ids_cache: weakref.WeakKeyDictionary[Backend, dict[str, str]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _create_run(b: Backend, experiment: str | None, **kwargs: Any) -> Run:
+def _experiment_id(b: Backend, experiment: str | None) -> str:
     ids = _experiment_ids_cache.setdefault(b, {})
     name = experiment or ""
     cached = ids.get(name)
-    if cached is not None:
-        try:
-            return b.create_run(cached, **kwargs)
-        except (ExperimentNotFound, InvalidState):
-            ids.pop(name, None)
-    exp_id = _resolve_experiment(b, experiment).experiment_id
-    run = b.create_run(exp_id, **kwargs)
-    ids[name] = exp_id
-    return run
+    if cached is None:
+        exp = _resolve_experiment(b, experiment)
+        if exp.lifecycle_stage is not LifecycleStage.ACTIVE:
+            raise InvalidState(f"experiment {exp.name!r} ({exp.experiment_id}) is deleted; "
+                               "restore it to add runs", field="experiment")
+        cached = ids[name] = exp.experiment_id
+    return cached
+
+
+def _forget_experiment(b: Backend, experiment_id: str) -> None:
+    ids = _experiment_ids_cache.get(b, {})
+    for name in [n for n, i in ids.items() if i == experiment_id]:
+        ids.pop(name, None)
 
 
 def set_experiment(name: str) -> Experiment:
@@ -162,17 +189,25 @@ def start_run(
     params: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
     *,
+    run_id: str | None = None,
     nested: bool = False,
     parent_run_id: str | None = None,
     capture_source: bool | None = None,
 ) -> ActiveRun:
-    """Start a run and make it the active one.
+    """Start a run (or resume one) and make it the active one.
+
+    The run's id is chosen here and the call returns at once: the run's creation travels
+    with its first batch of logged values, and its end with the last, so a short run costs
+    the backend one request.
 
     Args:
         experiment: experiment name (created if missing); default the "Default" experiment,
             or the parent's experiment for a nested run.
         name: run name; default a generated one such as ``swift-otter-417``.
         params, tags: logged at once.
+        run_id: resume this existing run instead: logging goes on, its status is RUNNING
+            again until it ends (``experiment``, ``name`` and ``parent_run_id`` must not be
+            given with it).
         nested: make the currently active run the parent.
         parent_run_id: an explicit parent.
         capture_source: record git commit, diff, entry point and installed packages
@@ -180,6 +215,12 @@ def start_run(
 
     Returns:
         an :class:`ActiveRun`; use it in a ``with`` block so it ends FINISHED, FAILED or KILLED.
+
+    Raises:
+        InvalidArgument: a malformed name, tag, param, or parent id; ``run_id`` with
+            ``experiment``, ``name`` or a parent. RunNotFound: ``run_id`` or the parent does
+            not exist. InvalidState: ``run_id`` names a deleted run, or the experiment is
+            deleted.
     """
     b = backend()
     stack = _stack()
@@ -191,23 +232,73 @@ def start_run(
     if capture_source is None:
         capture_source = os.environ.get("MODELYARD_CAPTURE_SOURCE", "true").lower() not in (
             "0", "false", "no", "off")
-    run_tags = {k: str(val) for k, val in (tags or {}).items()}
-    run_kwargs: dict[str, Any] = {"run_name": name, "user_id": _user(), "tags": run_tags,
-                                  "parent_run_id": parent_run_id}
-    if experiment is None and parent_run_id is not None and stack:
-        run = b.create_run(stack[-1].experiment_id, **run_kwargs)  # nested: parent's experiment
+    # Checked before anything is created or resumed: a bad tag or param starts no run.
+    run_tags = {t.key: t.value for t in (validate_tag(Tag(k, val if isinstance(val, str)
+                                                          else str(val)))
+                                         for k, val in (tags or {}).items())}
+    run_params = {p.key: p.value for p in (validate_param(Param(k, val if isinstance(val, str)
+                                                                else str(val)))
+                                           for k, val in (params or {}).items())}
+    if run_id is not None:
+        if experiment is not None or name is not None or parent_run_id is not None:
+            raise InvalidArgument("run_id resumes an existing run: do not pass experiment, "
+                                  "name, nested or parent_run_id with it", field="run_id")
+        active = _resume(b, run_id, run_params)
     else:
-        run = _create_run(b, experiment, **run_kwargs)
-    active = ActiveRun(b, run, on_end=_forget)
+        active = _new_run(b, stack, experiment, name, parent_run_id)
     with _lock:
-        _open_runs[run.id] = active
+        _open_runs[active.id] = active
     stack.append(active)
+    if run_tags:
+        active.set_tags(run_tags)
+    if run_params:
+        active.log_params(run_params)
     if capture_source:
         active.capture_source_in_background(argv0=sys.argv[0] if sys.argv else None,
                                             cwd=Path.cwd(), keep=set(run_tags))
-    if params:
-        active.log_params(params)
     return active
+
+
+def _new_run(b: Backend, stack: list[ActiveRun], experiment: str | None, name: str | None,
+             parent_run_id: str | None) -> ActiveRun:
+    parent = _open_runs.get(parent_run_id) if parent_run_id is not None else None
+    if parent is not None:
+        parent.wait_created()  # the server must know the parent before the child
+    elif parent_run_id is not None:
+        b.get_run(validate_run_id(parent_run_id, field="parent_run_id"))  # exists, now
+    if experiment is None and parent_run_id is not None and stack:
+        exp_id = stack[-1].experiment_id  # nested: the parent's experiment
+    else:
+        exp_id = _experiment_id(b, experiment)
+    create = validate_new_run(NewRun(
+        experiment_id=exp_id, run_name=new_run_name() if name is None else name,
+        user_id=_user(), start_time=now_ms(), parent_run_id=parent_run_id,
+    ))
+    info = RunInfo(run_id=new_run_id(), experiment_id=create.experiment_id,
+                   run_name=create.run_name, user_id=create.user_id, status=RunStatus.RUNNING,
+                   start_time=create.start_time, end_time=None,
+                   lifecycle_stage=LifecycleStage.ACTIVE, parent_run_id=create.parent_run_id)
+
+    def refused(error: ModelyardError) -> None:  # a stale experiment id: look the name up again
+        _forget_experiment(b, create.experiment_id)
+
+    return ActiveRun(b, Run(info), create=create, on_end=_forget, on_create_refused=refused)
+
+
+def _resume(b: Backend, run_id: str, params: dict[str, str]) -> ActiveRun:
+    run = b.get_run(validate_run_id(run_id))
+    if run.info.lifecycle_stage is not LifecycleStage.ACTIVE:
+        raise InvalidState(f"run {run_id} is deleted; restore it before resuming it",
+                           field="run_id")
+    if run_id in _open_runs:
+        raise InvalidState(f"run {run_id} is already active in this process", field="run_id")
+    for key, value in params.items():
+        held = run.params.get(key)
+        if held is not None and held != value:
+            raise ParamOverwrite(f"param {key!r} of run {run_id} is {held[:100]!r}; params are "
+                                 f"immutable, refusing {value[:100]!r}", field=f"params.{key}")
+    run = b.update_run(run_id, status=RunStatus.RUNNING.value)
+    return ActiveRun(b, run, on_end=_forget)
 
 
 def _forget(run: ActiveRun) -> None:
@@ -249,8 +340,22 @@ def _end_open_runs() -> None:
 # ---------------------------------------------------------------------- reading
 
 
+def _settle(run_id: str | None = None) -> None:
+    """Reads see the runs started in this process: send their creations first, if still
+    pending (a run's creation travels with its first batch). ``None``: every open run."""
+    with _lock:
+        if run_id is None:
+            runs = list(_open_runs.values())
+        else:
+            runs = [_open_runs[run_id]] if run_id in _open_runs else []
+    for run in runs:
+        with contextlib.suppress(ModelyardError):  # a refused creation: the read says so
+            run.wait_created()
+
+
 def get_run(run_id: str) -> Run:
     """A run with its params, latest metric values (``.metrics``) and tags."""
+    _settle(run_id)
     return backend().get_run(run_id)
 
 
@@ -267,6 +372,7 @@ def get_metric_history(run_id: str, key: str, max_points: int | None = None) -> 
         RunNotFound: no such run (a key the run never logged gives ``[]``).
         InvalidArgument: ``max_points`` out of range (field ``max_points``).
     """
+    _settle(run_id)
     return backend().get_metric_history(run_id, key, max_points=max_points)
 
 
@@ -288,6 +394,7 @@ def export_metric_history(run_id: str, key: str, dest: str | os.PathLike[str],
     if path.is_dir():
         raise InvalidArgument(f"dest {str(path)!r} is a directory; name the file to write",
                               field="dest")
+    _settle(run_id)
     backend().export_metric_history(run_id, key, path, format=fmt)
     return path
 
@@ -324,6 +431,7 @@ def search_runs(
     to the number of runs matching in all.
     """
     b = backend()
+    _settle()
     return b.search_runs(_scope(b, experiment, experiments, search_all_experiments),
                          filter=filter, order_by=order_by, view=view,
                          max_results=max_results, page_token=page_token,
@@ -340,6 +448,7 @@ def count_runs(
 ) -> int:
     """How many runs match (same arguments as :func:`search_runs`), without fetching them."""
     b = backend()
+    _settle()
     return b.count_runs(_scope(b, experiment, experiments, search_all_experiments),
                         filter=filter, view=view)
 
@@ -385,6 +494,8 @@ def collect_garbage(older_than: timedelta = timedelta(milliseconds=PURGE_AFTER_M
 
 
 def list_artifacts(run_id: str, path: str = "") -> list[ArtifactEntry]:
+    """The run's artifact files at or below ``path`` (all by default), ordered by path."""
+    _settle(run_id)
     return backend().list_artifacts(run_id, path)
 
 

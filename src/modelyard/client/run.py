@@ -8,20 +8,41 @@ import logging
 import signal
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from modelyard.artifacts.hashing import hash_bytes
 from modelyard.artifacts.paths import iter_local_tree, normalize_artifact_path
 from modelyard.backend.parallel import run_parallel
 from modelyard.backend.protocol import Backend
 from modelyard.client.sender import BatchSender
 from modelyard.domain import validation as v
-from modelyard.domain.entities import Metric, Param, Run, RunStatus, Tag
-from modelyard.errors import InvalidArgument, ParamOverwrite
-from modelyard.tracking.source import capture_source
+from modelyard.domain.entities import (
+    ArtifactEntry,
+    Metric,
+    NewRun,
+    Param,
+    Run,
+    RunEnd,
+    RunStatus,
+    Tag,
+)
+from modelyard.errors import InvalidArgument, ModelyardError, ParamOverwrite
+from modelyard.tracking.source import RecentCaptures, SourceCapture
 
 log = logging.getLogger("modelyard.client")
+
+# Per process: a sweep's runs share one capture of the code it loaded (tracking.source), and
+# the digests of the capture files each backend already stores (their uploads are skipped).
+CAPTURES = RecentCaptures()
+_HELD_DIGESTS: weakref.WeakKeyDictionary[Backend, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _held(backend: Backend) -> set[str]:
+    return _HELD_DIGESTS.setdefault(backend, set())
 
 
 class RunTerminated(SystemExit):
@@ -41,10 +62,19 @@ def _join(path: str | None, name: str) -> str:
 class ActiveRun:
     """A run being logged to. Use it as a context manager, or call :meth:`end`."""
 
-    def __init__(self, backend: Backend, run: Run, *, on_end: Any = None) -> None:
+    def __init__(self, backend: Backend, run: Run, *, create: NewRun | None = None,
+                 on_end: Any = None,
+                 on_create_refused: Callable[[ModelyardError], None] | None = None) -> None:
+        """Args:
+            create: the run's creation, when the backend has not seen the run yet: it travels
+                with the first batch (``flush()``, an artifact upload or the end send it).
+            on_end: called with this run once it has ended.
+            on_create_refused: called (from the sender's thread) if the creation is refused.
+        """
         self._backend = backend
         self._run = run
-        self._sender = BatchSender(backend, run.id)
+        self._sender = BatchSender(backend, run.id, create=create,
+                                   on_create_refused=on_create_refused)
         self._params: dict[str, str] = dict(run.params)
         self._keys_ok: set[str] = set()
         self._ended = False
@@ -65,6 +95,10 @@ class ActiveRun:
     @property
     def experiment_id(self) -> str:
         return self._run.experiment_id
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self._run.parent_run_id
 
     @property
     def info(self) -> Run:
@@ -127,9 +161,22 @@ class ActiveRun:
         self._sender.enqueue(list(items))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything logged so far is stored; raise what the backend refused."""
+        """Wait until everything logged so far is stored.
+
+        Raises:
+            LoggingRefused: listing each key the backend refused since the last raise, and
+                why; every other value was stored. Unavailable: ``timeout`` ran out.
+        """
         self._wait_for_capture()
         self._sender.flush(timeout)
+
+    def wait_created(self) -> None:
+        """Make sure the backend holds the run (its creation travels with the first batch).
+
+        Raises:
+            the error that refused the creation (the experiment was deleted meanwhile, ...).
+        """
+        self._sender.wait_created()
 
     # ------------------------------------------------------------------ source capture
 
@@ -142,19 +189,38 @@ class ActiveRun:
         ``flush()`` and run end wait for it. A failure is logged, never raised into training.
         """
 
+        recent = CAPTURES.recent(argv0=argv0, cwd=cwd)
+        if recent is not None and not self._uploads_needed(recent):
+            self._record(recent, keep)  # all known: tags and stored blobs, queued at once
+            return
+
         def work() -> None:
             try:
-                capture = capture_source(argv0=argv0, cwd=cwd)
-                self._sender.enqueue([Tag(k, val) for k, val in capture.tags().items()
-                                      if k not in keep])
-                for artifact_path, data in capture.artifacts().items():
-                    self._backend.upload_bytes(self.id, artifact_path, data)
+                self._record(CAPTURES.capture(argv0=argv0, cwd=cwd), keep)
             except Exception as exc:  # the run must go on without its source record
                 log.warning("modelyard: source capture for run %s failed: %s", self.id, exc)
 
         self._capture_thread = threading.Thread(target=work, name="modelyard-capture",
                                                 daemon=True)
         self._capture_thread.start()
+
+    def _uploads_needed(self, capture: SourceCapture) -> bool:
+        held = _held(self._backend)
+        return any(hash_bytes(data) not in held for data in capture.artifacts().values())
+
+    def _record(self, capture: SourceCapture, keep: set[str]) -> None:
+        """Queue the capture's tags; its files travel as stored blobs when this process has
+        stored the same bytes on this backend before, else they are uploaded (once)."""
+        self._sender.enqueue([Tag(k, val) for k, val in capture.tags().items()
+                              if k not in keep])
+        held = _held(self._backend)
+        for artifact_path, data in capture.artifacts().items():
+            digest = hash_bytes(data)
+            if digest in held:
+                self._sender.enqueue([ArtifactEntry(artifact_path, digest, len(data))])
+                continue
+            self._sender.wait_created()
+            held.add(self._backend.upload_bytes(self.id, artifact_path, data).digest)
 
     def _wait_for_capture(self) -> None:
         thread, self._capture_thread = self._capture_thread, None
@@ -173,6 +239,7 @@ class ActiveRun:
         if not src.is_file():
             raise InvalidArgument(f"{str(src)!r} is not a file", field="local_path")
         dest = normalize_artifact_path(_join(path, src.name))
+        self.wait_created()
         self._backend.upload_file(self.id, dest, src)
         return dest
 
@@ -184,33 +251,45 @@ class ActiveRun:
         # The whole tree is checked (symlinks that escape root refused) before any upload.
         plan = [(normalize_artifact_path(_join(path, rel)), file)
                 for rel, file in iter_local_tree(root)]
+        self.wait_created()
         run_parallel([functools.partial(self._backend.upload_file, self.id, dest, file)
                       for dest, file in plan])  # a few files at once
         return [dest for dest, _ in plan]
 
     def log_text(self, text: str, artifact_file: str) -> str:
+        """Store ``text`` (UTF-8) as the artifact file ``artifact_file``."""
         dest = normalize_artifact_path(artifact_file)
+        self.wait_created()
         self._backend.upload_bytes(self.id, dest, text.encode("utf-8"))
         return dest
 
     def log_dict(self, data: dict[str, Any], artifact_file: str) -> str:
+        """Store ``data`` as indented JSON in the artifact file ``artifact_file``."""
         dest = normalize_artifact_path(artifact_file)
         body = json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8")
+        self.wait_created()
         self._backend.upload_bytes(self.id, dest, body)
         return dest
 
     # ------------------------------------------------------------------ ending
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED) -> None:
-        """Flush what is pending and mark the run ended (idempotent)."""
+        """Send what is pending with the run's end, and mark it ended (idempotent).
+
+        Raises:
+            InvalidArgument: a status other than FINISHED, FAILED or KILLED.
+            LoggingRefused: what the backend refused and was not raised yet (the run ended
+                all the same, with ``status``, and carries the tag ``modelyard.logging_errors``).
+        """
+        final = v.run_status(str(status), terminal=True)
         if self._ended:
             return
         self._ended = True
         try:
             self._wait_for_capture()
-            self._sender.close(timeout=None if status == RunStatus.FINISHED else 30.0)
+            self._sender.finish(RunEnd(final, _now()),
+                                timeout=None if final == RunStatus.FINISHED else 30.0)
         finally:
-            self._backend.update_run(self.id, status=str(RunStatus(status)), end_time=_now())
             if self._on_end is not None:
                 self._on_end(self)
 
@@ -235,4 +314,11 @@ class ActiveRun:
             status = RunStatus.FINISHED
         else:
             status = RunStatus.FAILED
-        self.end(status)
+        try:
+            self.end(status)
+        except ModelyardError as err:
+            if exc is None:
+                raise
+            # The block's own exception goes on; what logging lost is said beside it.
+            log.error("modelyard: %s", err)
+            exc.add_note(f"modelyard: {err}")

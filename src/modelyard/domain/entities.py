@@ -157,11 +157,34 @@ class ArtifactEntry:
 
 @dataclass(frozen=True, slots=True)
 class LogBatch:
-    """Metrics, params and tags written to one run in one transaction."""
+    """Metrics, params and tags written to one run in one transaction; and ``artifacts``:
+    blobs the backend already holds, named in the run's manifest in the same transaction (an
+    upload skipped because its content is stored)."""
 
     metrics: tuple[Metric, ...] = ()
     params: tuple[Param, ...] = ()
     tags: tuple[Tag, ...] = ()
+    artifacts: tuple[ArtifactEntry, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.metrics) + len(self.params) + len(self.tags)
+        return len(self.metrics) + len(self.params) + len(self.tags) + len(self.artifacts)
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What creating a run states. The run id is the client's; a create repeated with the same
+    id and the same values (a retry) is answered as the first one was."""
+
+    experiment_id: str
+    run_name: str
+    user_id: str
+    start_time: int
+    parent_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """The end of a run, carried by its last batch: a terminal status and the end time."""
+
+    status: RunStatus
+    end_time: int

@@ -5,13 +5,13 @@ The numbers are documented in ``docs/limits.md``; a test checks the two agree.
 
 from __future__ import annotations
 
-import math
+import operator
 import re
 import unicodedata
 from collections.abc import Iterable
 from typing import TypeGuard
 
-from modelyard.domain.entities import LogBatch, Metric, Param, Tag
+from modelyard.domain.entities import LogBatch, Metric, NewRun, Param, RunEnd, RunStatus, Tag
 from modelyard.errors import InvalidArgument
 
 MAX_KEY_LENGTH = 250
@@ -19,10 +19,12 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_EXPERIMENT_NAME_LENGTH = 500
 MAX_RUN_NAME_LENGTH = 250
+MAX_USER_ID_LENGTH = 256
 MAX_DESCRIPTION_LENGTH = 20000
 MAX_BATCH_METRICS = 10000
 MAX_BATCH_PARAMS = 1000
 MAX_BATCH_TAGS = 1000
+MAX_BATCH_ARTIFACTS = 100
 MAX_RESULTS = 50000
 MAX_FILTER_LENGTH = 10000
 MAX_FILTER_COMPARISONS = 200
@@ -98,6 +100,40 @@ def validate_run_name(name: object) -> str:
     return canonical_name(name, field="run_name", limit=MAX_RUN_NAME_LENGTH)
 
 
+def validate_user_id(user_id: object) -> str:
+    return canonical_name(user_id, field="user_id", limit=MAX_USER_ID_LENGTH)
+
+
+def validate_new_run(new: NewRun) -> NewRun:
+    """What creating a run states, checked (names canonicalised)."""
+    parent = new.parent_run_id
+    return NewRun(
+        experiment_id=validate_experiment_id(new.experiment_id),
+        run_name=validate_run_name(new.run_name),
+        user_id=validate_user_id(new.user_id),
+        start_time=validate_int64(new.start_time, field="start_time"),
+        parent_run_id=None if parent is None else validate_run_id(parent, field="parent_run_id"),
+    )
+
+
+_STATUS_NAMES = frozenset(s.value for s in RunStatus)
+
+
+def run_status(status: object, *, terminal: bool = False) -> RunStatus:
+    """A run status by name; ``terminal`` accepts only FINISHED, FAILED and KILLED."""
+    allowed = [s for s in RunStatus if s.is_terminal or not terminal]
+    found = RunStatus(status) if isinstance(status, str) and status in _STATUS_NAMES else None
+    if found is None or found not in allowed:
+        names = ", ".join(s.value for s in allowed)
+        raise InvalidArgument(f"status must be one of {names}", field="status")
+    return found
+
+
+def validate_run_end(end: RunEnd) -> RunEnd:
+    return RunEnd(run_status(end.status, terminal=True),
+                  validate_int64(end.end_time, field="end_time"))
+
+
 def validate_description(text: object) -> str:
     return _validate_text(text, field="description", limit=MAX_DESCRIPTION_LENGTH)
 
@@ -120,34 +156,87 @@ def validate_experiment_id(experiment_id: object, *, field: str = "experiment_id
 
 
 def validate_int64(value: object, *, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{field} must be an integer", field=field)
+    """An integer that fits in 64 bits: a Python int, or anything with ``__index__`` (numpy
+    integer scalars) that is not a bool."""
+    if type(value) is not int:
+        if isinstance(value, bool) or _is_bool_scalar(value):
+            raise InvalidArgument(f"{field} must be an integer, got a bool", field=field)
+        try:
+            value = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            raise InvalidArgument(
+                f"{field} must be an integer, got {type(value).__name__}", field=field
+            ) from None
     if not MIN_INT64 <= value <= MAX_INT64:
         raise InvalidArgument(f"{field} {value} does not fit in 64 bits", field=field)
     return value
 
 
-def validate_metric(metric: Metric) -> Metric:
-    validate_key(metric.key, field="metric key")
-    value = metric.value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+# numpy dtype kinds that are not real numbers: bool, complex, object, strings, bytes, dates,
+# time deltas, void. Checked on the value's ``dtype`` without importing numpy.
+_NOT_REAL_KINDS = frozenset("bcOUSMmV")
+
+
+def _is_bool_scalar(value: object) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return getattr(dtype, "kind", None) == "b"
+
+
+def metric_value(value: object, *, key: str) -> float:
+    """The float a metric value is stored as, or InvalidArgument naming the key and the type.
+
+    Accepted: int and float (NaN and infinities included), numpy floating and integer scalars
+    of every width, 0-d numeric arrays, and any other object implementing ``__float__`` that
+    is not a bool or a string (``Decimal``, ``Fraction``, ...). The stored value is exactly
+    ``float(value)``; an int too large for a float (``10**400``, which ``float()`` refuses)
+    is refused rather than stored as infinity.
+    """
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    field = "metrics.value"
+    what = kind.__name__
+    if isinstance(value, bool | str | bytes | bytearray) or _is_bool_scalar(value):
         raise InvalidArgument(
-            f"metric {metric.key!r} value must be a number, got {type(value).__name__}",
-            field="metrics.value",
+            f"metric {key!r} value must be a number, got {what}", field=field
         )
-    validate_int64(metric.step, field=f"metric {metric.key!r} step")
-    validate_int64(metric.timestamp, field=f"metric {metric.key!r} timestamp")
-    if not isinstance(value, float):
-        try:
-            value = float(value)
-        except OverflowError:  # an int beyond float range (10**400): not "inf" but an error
-            value = math.inf
-        if math.isinf(value):
-            raise InvalidArgument(
-                f"metric {metric.key!r} value is too large", field="metrics.value"
-            )
-        return Metric(metric.key, value, metric.step, metric.timestamp)
-    return metric
+    ndim = getattr(value, "ndim", 0)
+    if ndim != 0:
+        shape = getattr(value, "shape", "?")
+        raise InvalidArgument(
+            f"metric {key!r} value must be a single number, got {what} of shape {shape}",
+            field=field,
+        )
+    dtype_kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if dtype_kind in _NOT_REAL_KINDS or getattr(kind, "__float__", None) is None:
+        raise InvalidArgument(
+            f"metric {key!r} value must be a number, got {what}", field=field
+        )
+    try:
+        result = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float range (10**400): not "inf" but an error
+        raise InvalidArgument(f"metric {key!r} value ({what}) is too large for a float",
+                              field=field) from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise InvalidArgument(
+            f"metric {key!r} value of type {what} cannot be read as a number: {exc}",
+            field=field,
+        ) from None
+    if type(result) is not float:  # a float subclass (numpy.float64): store the plain float
+        result = float.__float__(result)
+    return result
+
+
+def validate_metric(metric: Metric) -> Metric:
+    """Check one point; returns it with the value as a plain float and step and timestamp as
+    plain ints (what is stored)."""
+    validate_key(metric.key, field="metric key")
+    value = metric_value(metric.value, key=metric.key)
+    step = validate_int64(metric.step, field=f"metric {metric.key!r} step")
+    ts = validate_int64(metric.timestamp, field=f"metric {metric.key!r} timestamp")
+    if value is metric.value and step is metric.step and ts is metric.timestamp:
+        return metric
+    return Metric(metric.key, value, step, ts)
 
 
 def _validate_metrics(points: tuple[Metric, ...]) -> tuple[Metric, ...]:
@@ -215,11 +304,17 @@ def validate_batch(batch: LogBatch) -> LogBatch:
         raise InvalidArgument(
             f"a batch holds at most {MAX_BATCH_TAGS} tags, got {len(batch.tags)}", field="tags"
         )
+    if len(batch.artifacts) > MAX_BATCH_ARTIFACTS:
+        raise InvalidArgument(
+            f"a batch names at most {MAX_BATCH_ARTIFACTS} artifacts, got "
+            f"{len(batch.artifacts)}", field="artifacts"
+        )
     metrics = _validate_metrics(batch.metrics)
     params = tuple(validate_param(p) for p in batch.params)
     tags = tuple(validate_tag(t) for t in batch.tags)
     _no_duplicate_params(params)
-    return LogBatch(metrics=metrics, params=params, tags=tags)
+    # Artifact paths and digests are checked by the service (artifacts.paths, .hashing).
+    return LogBatch(metrics=metrics, params=params, tags=tags, artifacts=batch.artifacts)
 
 
 def validate_max_results(value: object, *, limit: int = MAX_RESULTS) -> int:

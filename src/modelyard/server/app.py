@@ -16,7 +16,9 @@ from modelyard.artifacts.blobs import FsspecBlobStore
 from modelyard.artifacts.reaper import REAPER
 from modelyard.artifacts.uploads import UploadArea
 from modelyard.errors import ErrorCode
+from modelyard.server import docs
 from modelyard.server.errors import error_response, install_error_handlers
+from modelyard.server.openapi import API_DESCRIPTION, install_openapi
 from modelyard.server.routes import (
     artifacts,
     experiments,
@@ -119,8 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
         REAPER.drain()  # files let go by the last requests (see artifacts.reaper)
         stores.close()
 
-    app = FastAPI(title="modelyard", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # Swagger UI loads from a CDN: not offline
+    # FastAPI's own /docs loads Swagger UI from a CDN; server.docs serves packaged files.
+    app = FastAPI(title="modelyard", version=__version__, description=API_DESCRIPTION,
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.stores = stores
     app.state.service = service
@@ -129,6 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (health, experiments, runs, history, artifacts, uploads, maintenance):
         app.include_router(module.router)
+    app.include_router(docs.router)
+    install_openapi(app)
     app.add_middleware(TrustedHosts, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)  # added last: outermost, so even a refusal carries them
     return app

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelyard.errors import ErrorCode, ModelyardError
+from modelyard.wire.routes import API
 
 log = logging.getLogger("modelyard.server")
 
@@ -35,6 +36,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SCHEMA_OUTDATED: 503,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    # Raised by the SDK alone (values its background sender could not store); a server never
+    # answers it, but a client rebuilding it from a code gets the same class.
+    ErrorCode.LOGGING_REFUSED: 409,
 }
 
 
@@ -64,6 +68,18 @@ def validation_response(errors: list[Any]) -> Response:
     return error_response(422, ErrorCode.INVALID_ARGUMENT, message, field)
 
 
+def no_route_message(method: str, path: str) -> str:
+    """The 404 message of a request no route answers: it names the route, and says that
+    clients take the server's base URL (a URI ending in /api/v1 doubles the prefix)."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    hint = (f"the REST API is under {API}/ and a client's URI (--uri, MODELYARD_URI, "
+            "set_uri) must be the server's base URL, such as http://127.0.0.1:8750, "
+            f"without {API}")
+    if path.startswith(f"{API}{API}/"):
+        hint = f"the path holds {API} twice: {hint}"
+    return f"no route {method} {shown}; {hint}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelyardError)
     async def _modelyard(_: Request, exc: ModelyardError) -> Response:
@@ -81,9 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return validation_response(list(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_ARGUMENT
-        return error_response(exc.status_code, code, str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:  # no route matched (our own not-founds are ModelyardErrors)
+            return error_response(404, ErrorCode.NOT_FOUND, no_route_message(
+                request.method, request.url.path))
+        return error_response(exc.status_code, ErrorCode.INVALID_ARGUMENT, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

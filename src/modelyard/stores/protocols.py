@@ -15,7 +15,9 @@ from modelyard.domain.entities import (
     LifecycleStage,
     LogBatch,
     Metric,
+    NewRun,
     Run,
+    RunEnd,
     RunStatus,
     ViewType,
 )
@@ -67,6 +69,10 @@ class ExperimentStore(Protocol):
     def set_experiment_tag(self, experiment_id: str, key: str, value: str, *, now: int) -> None:
         """Raises: ExperimentNotFound."""
 
+    def missing_experiments(self, experiment_ids: Sequence[str]) -> list[str]:
+        """Those of ``experiment_ids`` that name no experiment (a deleted one exists), in the
+        order given."""
+
 
 class RunStore(Protocol):
     def create_run(
@@ -80,7 +86,12 @@ class RunStore(Protocol):
         tags: dict[str, str],
         parent_run_id: str | None,
     ) -> Run:
-        """Raises: ExperimentNotFound, InvalidState (deleted experiment), RunNotFound (parent)."""
+        """Create a RUNNING run with the caller's id; a repeat with the same values (a retry)
+        returns the run as it is now.
+
+        Raises: ExperimentNotFound, InvalidState (deleted experiment), RunNotFound (parent),
+        Conflict (the id is taken by a run created with other values).
+        """
 
     def get_run(self, run_id: str) -> Run:
         """The run with params, latest metrics and tags. Raises: RunNotFound."""
@@ -98,13 +109,19 @@ class RunStore(Protocol):
     def set_run_lifecycle(self, run_id: str, *, stage: LifecycleStage, now: int) -> None:
         """Soft-delete or restore. Raises: RunNotFound."""
 
-    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None) -> bool:
-        """Write metrics, params and tags in one transaction (all or nothing).
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None,
+                  create: NewRun | None = None, end: RunEnd | None = None,
+                  release_leases: Sequence[str] = ()) -> bool:
+        """Write metrics, params, tags and the manifest rows of ``batch.artifacts`` in one
+        transaction (all or nothing): first creating the run when ``create`` is given (as
+        :meth:`create_run`, idempotent), last ending it when ``end`` is given; the blob
+        leases ``release_leases`` are dropped in the same transaction.
 
         Returns:
             False when ``batch_id`` was already stored (nothing written again), else True.
         Raises:
-            RunNotFound; InvalidState (run deleted); ParamOverwrite (nothing written).
+            RunNotFound; InvalidState (run deleted); ParamOverwrite (nothing written); what
+            :meth:`create_run` raises, for ``create``.
         """
 
     def delete_tag(self, run_id: str, key: str) -> None:
@@ -169,8 +186,15 @@ class ArtifactIndex(Protocol):
         """Record (and commit) that an upload is about to name blob ``digest`` in a manifest,
         so garbage collection keeps it. Returns: the new lease id."""
 
+    def add_leases(self, digests: Sequence[str], *, now: int) -> list[str]:
+        """:meth:`add_lease` for several blobs in one transaction. Returns: the lease ids, in
+        the order of ``digests``."""
+
     def drop_lease(self, lease_id: str) -> None:
         """Remove a lease (absent is fine): the upload gave up."""
+
+    def drop_leases(self, lease_ids: Sequence[str]) -> None:
+        """Remove several leases (absent ones are fine) in one transaction."""
 
     def list_artifacts(self, run_id: str, *, prefix: str) -> list[ArtifactEntry]:
         """Entries at or below ``prefix`` ("" = all), ordered by path. Raises: RunNotFound."""

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from modelyard.domain.retention import ABANDONED_AFTER_MS, DAY_MS
+from modelyard.domain.validation import MAX_INT64
 from modelyard.errors import InvalidArgument
 
 __all__ = ["ABANDONED_AFTER_MS", "DAY_MS", "GcReport", "collect_garbage"]
@@ -93,9 +94,10 @@ def collect_garbage(
     """
     for value, name in ((older_than_ms, "older_than_ms"),
                         (abandoned_after_ms, "abandoned_after_ms")):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        # At most 2**63 - 1: the cutoff (now minus the age) must fit a database integer.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT64:
             raise InvalidArgument(f"{name} must be a whole, non-negative number of "
-                                  "milliseconds", field=name)
+                                  f"milliseconds (at most {MAX_INT64})", field=name)
     abandoned = now_ms - abandoned_after_ms
     run_ids, exp_ids = maintenance.deleted_before(cutoff=now_ms - older_than_ms)
     if dry_run:

@@ -6,11 +6,14 @@ embedded and server mode), generates ids, names and times, and calls the injecte
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from modelyard.artifacts.hashing import validate_digest
 from modelyard.artifacts.paths import normalize_artifact_path
 from modelyard.domain import validation as v
 from modelyard.domain.entities import (
@@ -19,7 +22,9 @@ from modelyard.domain.entities import (
     LifecycleStage,
     LogBatch,
     Metric,
+    NewRun,
     Run,
+    RunEnd,
     RunStatus,
     Tag,
     ViewType,
@@ -29,7 +34,7 @@ from modelyard.domain.names import new_run_id, new_run_name
 from modelyard.domain.paging import Page
 from modelyard.domain.retention import ABANDONED_AFTER_MS
 from modelyard.domain.search import parse_filter, parse_order_by
-from modelyard.errors import ExperimentNotFound, InvalidArgument
+from modelyard.errors import ArtifactNotFound, ExperimentNotFound, InvalidArgument
 from modelyard.tracking.artifact_writes import publish_artifact
 from modelyard.tracking.gc import GcReport, collect_garbage
 
@@ -54,6 +59,15 @@ def _tags(tags: dict[str, str] | None, *, allow_system: bool = True) -> dict[str
     return out
 
 
+def _stored_entry(entry: ArtifactEntry) -> ArtifactEntry:
+    """A manifest entry naming a stored blob, checked: a safe path, a digest, a size."""
+    return ArtifactEntry(
+        normalize_artifact_path(entry.path),
+        validate_digest(entry.digest, field=f"artifacts.{entry.path}"),
+        v.validate_int64(entry.size, field=f"artifacts.{entry.path}"),
+    )
+
+
 def _view(view: ViewType | str) -> ViewType:
     try:
         return ViewType(view)
@@ -64,7 +78,8 @@ def _view(view: ViewType | str) -> ViewType:
 
 
 def _experiment_scope(experiment_ids: Sequence[str] | None) -> list[str] | None:
-    """Validated experiment ids; None means every experiment (an empty list is a mistake)."""
+    """Validated experiment ids, each once; None means every experiment (an empty list is a
+    mistake)."""
     if experiment_ids is None:
         return None
     if isinstance(experiment_ids, str) or not experiment_ids:
@@ -72,7 +87,31 @@ def _experiment_scope(experiment_ids: Sequence[str] | None) -> list[str] | None:
             "experiment_ids must be a non-empty list (omit it to search every experiment)",
             field="experiment_ids",
         )
-    return [v.validate_experiment_id(e, field="experiment_ids") for e in experiment_ids]
+    return list(dict.fromkeys(
+        v.validate_experiment_id(e, field="experiment_ids") for e in experiment_ids))
+
+
+def _require_experiments(store: ExperimentStore, scope: list[str] | None,
+                         seen: Iterable[str] = ()) -> None:
+    """Refuse a search or count over an experiment that does not exist (a deleted one does),
+    as the SDK and CLI do when they resolve names: without this, an unknown id reads as an
+    experiment without runs.
+
+    Args:
+        seen: experiment ids of runs the search just read: they exist, at no cost. A search
+            that finds runs in its only experiment (the usual one) queries nothing more.
+    Raises:
+        ExperimentNotFound: naming the first unknown id (field ``experiment_ids``).
+    """
+    if scope is None:
+        return
+    known = {int(e) for e in seen}
+    wanted = [e for e in scope if int(e) not in known]  # 1-18 digits: "007" is 7
+    missing = store.missing_experiments(wanted) if wanted else []
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ExperimentNotFound(f"experiment {missing[0]} does not exist{more}",
+                                 field="experiment_ids")
 
 
 class TrackingService:
@@ -175,19 +214,25 @@ class TrackingService:
         start_time: int | None = None,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> Run:
-        experiment_id = v.validate_experiment_id(experiment_id)
-        name = new_run_name() if run_name is None else v.validate_run_name(run_name)
-        user = v.canonical_name(user_id, field="user_id", limit=256)
-        start = self._clock() if start_time is None else v.validate_int64(
-            start_time, field="start_time"
-        )
-        parent = None if parent_run_id is None else v.validate_run_id(
-            parent_run_id, field="parent_run_id"
-        )
+        """Create a RUNNING run. ``run_id`` (32 lowercase hex) lets the client choose the id;
+        repeating such a create with the same values answers with the run as it is.
+
+        Raises: InvalidArgument; ExperimentNotFound; InvalidState (deleted experiment);
+        RunNotFound (parent); Conflict (the id is taken by a run created otherwise).
+        """
+        new = v.validate_new_run(NewRun(
+            experiment_id=experiment_id,
+            run_name=new_run_name() if run_name is None else run_name,
+            user_id=user_id,
+            start_time=self._clock() if start_time is None else start_time,
+            parent_run_id=parent_run_id,
+        ))
         return self._runs.create_run(
-            run_id=new_run_id(), experiment_id=experiment_id, run_name=name, user_id=user,
-            start_time=start, tags=_tags(tags), parent_run_id=parent,
+            run_id=new_run_id() if run_id is None else v.validate_run_id(run_id),
+            experiment_id=new.experiment_id, run_name=new.run_name, user_id=new.user_id,
+            start_time=new.start_time, tags=_tags(tags), parent_run_id=new.parent_run_id,
         )
 
     def get_run(self, run_id: str) -> Run:
@@ -202,17 +247,11 @@ class TrackingService:
         run_name: str | None = None,
     ) -> Run:
         run_id = v.validate_run_id(run_id)
-        new_status: RunStatus | None = None
-        if status is not None:
-            try:
-                new_status = RunStatus(status)
-            except ValueError:
-                names = ", ".join(s.value for s in RunStatus)
-                raise InvalidArgument(f"status must be one of {names}", field="status") from None
+        new_status = None if status is None else v.run_status(status)
         if new_status is not None and new_status.is_terminal and end_time is None:
             end_time = self._clock()
         if end_time is not None:
-            v.validate_int64(end_time, field="end_time")
+            end_time = v.validate_int64(end_time, field="end_time")
         return self._runs.update_run(
             run_id, status=new_status, end_time=end_time,
             run_name=None if run_name is None else v.validate_run_name(run_name),
@@ -228,8 +267,11 @@ class TrackingService:
             v.validate_run_id(run_id), stage=LifecycleStage.ACTIVE, now=self._clock()
         )
 
-    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None) -> bool:
-        """Validate the whole batch, then write it atomically.
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None = None,
+                  create: NewRun | None = None, end: RunEnd | None = None) -> bool:
+        """Validate the whole batch, then write it atomically: creating the run first when
+        ``create`` is given (the client chose ``run_id``; idempotent as :meth:`create_run`),
+        ending it last when ``end`` is given. So a short run costs one request.
 
         Returns:
             False when ``batch_id`` had been stored before (a retry), True otherwise.
@@ -242,10 +284,49 @@ class TrackingService:
             raise InvalidArgument("batch_id must be 8-64 letters, digits or '-'",
                                   field="batch_id")
         batch = v.validate_batch(batch)
-        if not len(batch):
+        create = None if create is None else v.validate_new_run(create)
+        end = None if end is None else v.validate_run_end(end)
+        if not len(batch) and create is None and end is None:
             self._runs.get_run(run_id)  # still 404 an unknown run
             return True
-        return self._runs.log_batch(run_id, batch, batch_id=batch_id)
+        if not batch.artifacts:
+            return self._runs.log_batch(run_id, batch, batch_id=batch_id, create=create,
+                                        end=end)
+        batch = replace(batch, artifacts=tuple(_stored_entry(e) for e in batch.artifacts))
+        leases = self._lease_stored(batch.artifacts)
+        try:
+            stored = self._runs.log_batch(run_id, batch, batch_id=batch_id, create=create,
+                                          end=end, release_leases=leases)
+        except BaseException:
+            self._drop_leases(leases)
+            raise
+        if not stored:  # a retry: the first one named them and dropped its own leases
+            self._drop_leases(leases)
+        return stored
+
+    def _lease_stored(self, entries: Sequence[ArtifactEntry]) -> list[str]:
+        """Lease each entry's blob, then check the store holds it with that size: a lease
+        committed first means no collection can take it before the manifest names it
+        (``tracking.artifact_writes`` explains the protocol).
+
+        Raises:
+            ArtifactNotFound: naming the path (``artifacts.PATH``) whose blob is not held.
+        """
+        leases = self._index.add_leases([e.digest for e in entries], now=self._clock())
+        try:
+            for e in entries:
+                if not self._blobs.exists(e.digest) or self._blobs.size(e.digest) != e.size:
+                    raise ArtifactNotFound(
+                        f"artifact {e.path!r}: no stored blob {e.digest} of {e.size} bytes; "
+                        "upload the file instead", field=f"artifacts.{e.path}")
+        except BaseException:
+            self._drop_leases(leases)
+            raise
+        return leases
+
+    def _drop_leases(self, leases: Sequence[str]) -> None:
+        with contextlib.suppress(Exception):  # a stale lease only delays gc by a day
+            self._index.drop_leases(leases)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         self._runs.delete_tag(v.validate_run_id(run_id), v.validate_key(key, field="key"))
@@ -285,8 +366,9 @@ class TrackingService:
         at a time; ``include_total`` also counts every match (``Page.total``)."""
         if not isinstance(include_total, bool):
             raise InvalidArgument("include_total must be true or false", field="include_total")
-        return self._runs.search_runs(
-            _experiment_scope(experiment_ids),
+        scope = _experiment_scope(experiment_ids)
+        page = self._runs.search_runs(
+            scope,
             filter_expr=parse_filter(filter),
             order_by=parse_order_by(list(order_by or ())),
             view=_view(view),
@@ -294,6 +376,9 @@ class TrackingService:
             page_token=page_token,
             include_total=include_total,
         )
+        # Checked after the search: the runs it found prove their experiments exist.
+        _require_experiments(self._experiments, scope, (r.info.experiment_id for r in page))
+        return page
 
     def count_runs(
         self,
@@ -303,9 +388,12 @@ class TrackingService:
         view: ViewType | str = ViewType.ACTIVE_ONLY,
     ) -> int:
         """How many runs match, without fetching them."""
-        return self._runs.count_runs(
-            _experiment_scope(experiment_ids), filter_expr=parse_filter(filter), view=_view(view)
-        )
+        scope = _experiment_scope(experiment_ids)
+        count = self._runs.count_runs(scope, filter_expr=parse_filter(filter), view=_view(view))
+        # A run counted in the only experiment asked for proves that it exists.
+        _require_experiments(self._experiments, scope,
+                             scope if scope is not None and len(scope) == 1 and count else ())
+        return count
 
     # ------------------------------------------------------------------ artifacts
 

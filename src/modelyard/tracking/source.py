@@ -17,11 +17,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import DEVNULL, PIPE
 
-__all__ = ["SourceCapture", "capture_source"]
+__all__ = ["RecentCaptures", "SourceCapture", "capture_source"]
 
 TAG_PREFIX = "modelyard."
 DIFF_ARTIFACT = "modelyard/source/diff.patch"
@@ -104,6 +105,41 @@ def capture_source(*, argv0: str | None, cwd: Path, timeout_s: float = 5.0) -> S
         hostname=_hostname(),
         user=_user(),
     )
+
+
+class RecentCaptures:
+    """Captures reused for ``max_age_s`` seconds per (entry point, working directory).
+
+    A process that starts many runs (a sweep) runs the code it loaded once, so capturing git
+    state and packages again for each run (four git processes, ~30 ms) would record nothing
+    new; a capture older than ``max_age_s`` is taken again, so a long-lived process (a
+    notebook) sees edits made since.
+    """
+
+    def __init__(self, *, max_age_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._taken: dict[tuple[str | None, str], tuple[float, SourceCapture]] = {}
+
+    def recent(self, *, argv0: str | None, cwd: Path) -> SourceCapture | None:
+        """The capture of this entry point and folder if it is recent enough, else None."""
+        with self._lock:
+            found = self._taken.get((argv0, str(cwd)))
+        if found is None or self._clock() - found[0] > self._max_age_s:
+            return None
+        return found[1]
+
+    def capture(self, *, argv0: str | None, cwd: Path) -> SourceCapture:
+        """A recent capture, or a new one (:func:`capture_source`), remembered."""
+        found = self.recent(argv0=argv0, cwd=cwd)
+        if found is not None:
+            return found
+        taken = capture_source(argv0=argv0, cwd=cwd)
+        with self._lock:
+            self._taken[(argv0, str(cwd))] = (self._clock(), taken)
+        return taken
 
 
 def _git(

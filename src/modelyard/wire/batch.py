@@ -8,17 +8,21 @@ body in the OpenAPI schema.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
-from modelyard.domain.entities import LogBatch, Metric, Param, Tag
+from modelyard.domain.entities import ArtifactEntry, LogBatch, Metric, NewRun, Param, RunEnd, Tag
 from modelyard.errors import InvalidArgument
+from modelyard.wire.schemas import RunCreateIn, RunEndIn, StoredArtifactIn
 
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _METRIC_FIELDS = frozenset({"key", "value", "step", "timestamp"})
 _KV_FIELDS = frozenset({"key", "value"})
-_TOP_FIELDS = frozenset({"batch_id", "metrics", "params", "tags"})
+_TOP_FIELDS = frozenset({"batch_id", "create", "metrics", "params", "tags", "artifacts",
+                         "end"})
 NOT_JSON = "request body is not valid JSON"
 
 
@@ -92,11 +96,54 @@ def _list(body: dict[str, Any], name: str) -> list[Any]:
     return items
 
 
-def parse_log_batch(raw: bytes) -> tuple[LogBatch, str | None]:
+@dataclass(frozen=True, slots=True)
+class ParsedBatch:
+    batch: LogBatch
+    batch_id: str | None = None
+    create: NewRun | None = None
+    end: RunEnd | None = None
+
+
+def _create(d: Any) -> NewRun | None:
+    if d is None:
+        return None
+    body = _fields(d, "create", RunCreateIn)
+    return NewRun(body.experiment_id, body.run_name, body.user_id, body.start_time,
+                  body.parent_run_id)
+
+
+def _end(d: Any) -> RunEnd | None:
+    if d is None:
+        return None
+    body = _fields(d, "end", RunEndIn)
+    # The status name is checked by the service (validation.run_status), as everywhere.
+    return RunEnd(body.status, body.end_time)  # type: ignore[arg-type]
+
+
+def _stored(d: Any, i: int) -> ArtifactEntry:
+    body = _fields(d, f"artifacts.{i}", StoredArtifactIn)
+    return ArtifactEntry(body.path, body.digest, body.size)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _fields(d: Any, name: str, model: type[M]) -> M:
+    """A small nested object, checked by its schema; errors name ``name.field``."""
+    try:
+        return model.model_validate(d)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in (name, *first["loc"]))
+        raise _bad(where, first["msg"]) from None
+
+
+def parse_log_batch(raw: bytes) -> ParsedBatch:
     """Parse a log-batch body.
 
     Returns:
-        the batch (not yet validated against the limits) and its batch id, if any.
+        the batch (not yet validated against the limits), its batch id, and the run's
+        creation and end when the body carries them.
     Raises:
         InvalidArgument: malformed JSON or a field of the wrong shape, naming the field.
     """
@@ -114,4 +161,6 @@ def parse_log_batch(raw: bytes) -> tuple[LogBatch, str | None]:
     metrics = tuple(_metric(d, i) for i, d in enumerate(_list(body, "metrics")))
     params = tuple(Param(*_kv(d, f"params.{i}")) for i, d in enumerate(_list(body, "params")))
     tags = tuple(Tag(*_kv(d, f"tags.{i}")) for i, d in enumerate(_list(body, "tags")))
-    return LogBatch(metrics, params, tags), batch_id
+    artifacts = tuple(_stored(d, i) for i, d in enumerate(_list(body, "artifacts")))
+    return ParsedBatch(LogBatch(metrics, params, tags, artifacts), batch_id,
+                       _create(body.get("create")), _end(body.get("end")))

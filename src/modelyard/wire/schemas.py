@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -18,7 +18,9 @@ from modelyard.domain.entities import (
     LifecycleStage,
     LogBatch,
     Metric,
+    NewRun,
     Run,
+    RunEnd,
     RunInfo,
     RunStatus,
 )
@@ -35,7 +37,8 @@ Float = Annotated[float, Field(allow_inf_nan=True)]
 
 class MetricIn(_Strict):
     key: StrictStr
-    value: Float | StrictInt
+    # JSON has no NaN or infinities: they travel as these three strings.
+    value: Float | StrictInt | Literal["NaN", "Infinity", "-Infinity"]
     step: StrictInt = 0
     timestamp: StrictInt
 
@@ -61,6 +64,7 @@ class RestoreExperimentIn(_Strict):
 
 
 class CreateRunIn(_Strict):
+    run_id: StrictStr | None = None  # the client's (32 lowercase hex); omitted: the server's
     experiment_id: StrictStr
     run_name: StrictStr | None = None
     user_id: StrictStr = "unknown"
@@ -75,13 +79,43 @@ class UpdateRunIn(_Strict):
     run_name: StrictStr | None = None
 
 
+class RunCreateIn(_Strict):
+    """Create the run (the id in the URL, chosen by the client) before the batch is written;
+    repeating it with the same values (a retry) is accepted."""
+
+    experiment_id: StrictStr
+    run_name: StrictStr
+    user_id: StrictStr = "unknown"
+    start_time: StrictInt
+    parent_run_id: StrictStr | None = None
+
+
+class RunEndIn(_Strict):
+    """End the run after the batch is written."""
+
+    status: StrictStr  # FINISHED, FAILED or KILLED
+    end_time: StrictInt
+
+
+class StoredArtifactIn(_Strict):
+    """Name a blob the server already holds (by its BLAKE3 digest) as an artifact of the run:
+    an upload skipped because the content is stored. Refused (404) when it is not."""
+
+    path: StrictStr
+    digest: StrictStr
+    size: StrictInt
+
+
 class LogBatchIn(_Strict):
     """Documents the log-batch body in OpenAPI; ``wire.batch`` parses it on the hot path."""
 
     batch_id: StrictStr | None = None
+    create: RunCreateIn | None = None
     metrics: list[MetricIn] = []
     params: list[KeyValueIn] = []
     tags: list[KeyValueIn] = []
+    artifacts: list[StoredArtifactIn] = []
+    end: RunEndIn | None = None
 
 
 class SearchRunsIn(_Strict):
@@ -134,8 +168,9 @@ def float_from_json(value: float | int | str) -> float:
     return float(value)  # float() reads "NaN", "Infinity" and "-Infinity"
 
 
-def batch_to_json(batch: LogBatch, batch_id: str | None) -> dict[str, Any]:
-    return {
+def batch_to_json(batch: LogBatch, batch_id: str | None, *, create: NewRun | None = None,
+                  end: RunEnd | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "batch_id": batch_id,
         "metrics": [
             {"key": m.key, "value": float_to_json(m.value), "step": m.step,
@@ -145,6 +180,15 @@ def batch_to_json(batch: LogBatch, batch_id: str | None) -> dict[str, Any]:
         "params": [{"key": p.key, "value": p.value} for p in batch.params],
         "tags": [{"key": t.key, "value": t.value} for t in batch.tags],
     }
+    if batch.artifacts:
+        body["artifacts"] = [artifact_to_json(a) for a in batch.artifacts]
+    if create is not None:
+        body["create"] = {"experiment_id": create.experiment_id, "run_name": create.run_name,
+                          "user_id": create.user_id, "start_time": create.start_time,
+                          "parent_run_id": create.parent_run_id}
+    if end is not None:
+        body["end"] = {"status": end.status.value, "end_time": end.end_time}
+    return body
 
 
 def metric_to_json(m: Metric) -> dict[str, Any]:

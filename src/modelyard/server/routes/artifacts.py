@@ -14,6 +14,8 @@ from fastapi.responses import Response, StreamingResponse
 from modelyard.errors import ErrorCode
 from modelyard.server.deps import json, service
 from modelyard.server.errors import error_response
+from modelyard.server.openapi import BINARY, api_doc, binary_body
+from modelyard.wire import responses as out
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
@@ -51,13 +53,16 @@ def _sync_chunks(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
             yield piece
 
 
-@router.get(r.LIST_ARTIFACTS.path)
+@router.get(r.LIST_ARTIFACTS.path, summary="List a run's artifacts below a folder",
+            **api_doc(out.ArtifactListOut, errors=(404,)))
 def list_artifacts(request: Request, run_id: str, path: str = "") -> Response:
     entries = service(request).list_artifacts(run_id, path)
     return json({"files": [w.artifact_to_json(e) for e in entries]})
 
 
-@router.put(r.UPLOAD_ARTIFACT.path, status_code=201)
+@router.put(r.UPLOAD_ARTIFACT.path, summary="Upload an artifact (streamed body)",
+            **api_doc(out.ArtifactOut, status=201, errors=(404, 409),
+                      raw_body=binary_body(description="The file's bytes.")))
 async def upload_artifact(request: Request, run_id: str, path: str) -> Response:
     svc = service(request)
     stream = request.stream().__aiter__()
@@ -113,7 +118,23 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-@router.get(r.DOWNLOAD_ARTIFACT.path)
+_DOWNLOAD_HEADERS = {
+    "X-Modelyard-Digest": {"description": "BLAKE3 of the whole artifact, hex.",
+                           "schema": {"type": "string"}},
+    "ETag": {"description": "The digest, quoted.", "schema": {"type": "string"}},
+    "Accept-Ranges": {"schema": {"type": "string", "const": "bytes"}},
+}
+_DOWNLOAD = {"application/octet-stream": {"schema": BINARY}}
+_PARTIAL = {"description": "The byte range asked for (Range; If-Range names the digest).",
+            "content": _DOWNLOAD,
+            "headers": {**_DOWNLOAD_HEADERS, "Content-Range": {"schema": {"type": "string"}}}}
+
+
+@router.get(r.DOWNLOAD_ARTIFACT.path, summary="Download an artifact (one Range: 206)",
+            **api_doc(content=_DOWNLOAD, headers=_DOWNLOAD_HEADERS, errors=(404, 416),
+                      more={206: _PARTIAL},
+                      ok_description="The whole artifact, verified against its digest as it "
+                                     "is read."))
 def download_artifact(request: Request, run_id: str, path: str) -> Response:
     svc = service(request)
     headers = {

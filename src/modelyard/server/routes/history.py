@@ -9,6 +9,8 @@ from fastapi.responses import Response, StreamingResponse
 from modelyard.domain.history import HistoryColumns, parse_history_format
 from modelyard.errors import InvalidArgument
 from modelyard.server.deps import json, service
+from modelyard.server.openapi import BINARY, api_doc
+from modelyard.wire import responses as out
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 from modelyard.wire.history_formats import encode_history
@@ -16,7 +18,16 @@ from modelyard.wire.history_formats import encode_history
 router = APIRouter(tags=["runs"])
 
 
-@router.get(r.METRIC_HISTORY.path)
+_EXPORTS = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/vnd.apache.arrow.stream": {"schema": BINARY},
+}
+
+
+@router.get(r.METRIC_HISTORY.path, summary="A metric's history (JSON arrays, CSV or Arrow)",
+            **api_doc(out.HistoryOut, content=_EXPORTS, errors=(404, 422),
+                      ok_description="format=json: parallel arrays; csv, arrow: the history "
+                                     "streamed as a download."))
 def metric_history(request: Request, run_id: str, key: str, max_points: int | None = None,
                    format: str = "json") -> Response:
     """``format=json`` (default): parallel arrays. ``csv`` / ``arrow``: a streamed download.

@@ -7,14 +7,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from modelyard.server.deps import json, parse_body, request_schema, service
+from modelyard.server.deps import json, parse_body, service
+from modelyard.server.openapi import api_doc
+from modelyard.wire import responses as out
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
 router = APIRouter(tags=["maintenance"])
 
 
-@router.post(r.COLLECT_GARBAGE.path, openapi_extra=request_schema(w.CollectGarbageIn))
+@router.post(r.COLLECT_GARBAGE.path, summary="Collect garbage (a dry run by default)",
+             **api_doc(out.GcReportOut, body=w.CollectGarbageIn, errors=(409,)))
 async def collect_garbage(request: Request) -> Response:
     body = await parse_body(request, w.CollectGarbageIn)
     report = await run_in_threadpool(

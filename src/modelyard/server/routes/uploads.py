@@ -14,9 +14,11 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from modelyard.artifacts.upload_parts import PartWriter
-from modelyard.server.deps import json, parse_body, request_schema
+from modelyard.server.deps import json, parse_body
 from modelyard.server.direct_body import RawBody, take_over_body
+from modelyard.server.openapi import api_doc, binary_body
 from modelyard.tracking.uploads import UploadService, UploadState
+from modelyard.wire import responses as out
 from modelyard.wire import routes as r
 from modelyard.wire import schemas as w
 
@@ -42,8 +44,9 @@ def state_to_json(state: UploadState) -> dict[str, Any]:
     }
 
 
-@router.post(r.CREATE_UPLOAD.path, status_code=201,
-             openapi_extra=request_schema(w.CreateUploadIn))
+@router.post(r.CREATE_UPLOAD.path, summary="Open a resumable multipart upload",
+             **api_doc(out.UploadStateOut, status=201, body=w.CreateUploadIn,
+                       errors=(404, 409)))
 async def create_upload(request: Request, run_id: str) -> Response:
     body = await parse_body(request, w.CreateUploadIn)
     svc = _uploads(request)
@@ -53,12 +56,16 @@ async def create_upload(request: Request, run_id: str) -> Response:
     return json(state_to_json(state), 201)
 
 
-@router.get(r.GET_UPLOAD.path)
+@router.get(r.GET_UPLOAD.path, summary="The parts of an upload received so far",
+            **api_doc(out.UploadStateOut, errors=(404,)))
 def get_upload(request: Request, run_id: str, upload_id: str) -> Response:
     return json(state_to_json(_uploads(request).status(run_id, upload_id)))
 
 
-@router.put(r.UPLOAD_PART.path)
+@router.put(r.UPLOAD_PART.path, summary="Upload one part (exact Content-Length)",
+            **api_doc(out.PartOut, errors=(404, 409),
+                      raw_body=binary_body(description="The part's bytes: exactly part_size "
+                                           "bytes (fewer for the last part).")))
 async def upload_part(request: Request, run_id: str, upload_id: str,
                       part_number: str) -> Response:
     svc = _uploads(request)
@@ -101,7 +108,9 @@ def _acknowledged(writer: PartWriter, fresh: bool) -> Response:
                  "already_had": not fresh})
 
 
-@router.post(r.COMPLETE_UPLOAD.path, openapi_extra=request_schema(w.CompleteUploadIn))
+@router.post(r.COMPLETE_UPLOAD.path, summary="Verify and publish an upload as an artifact",
+             **api_doc(out.ArtifactOut, status=201, body=w.CompleteUploadIn,
+                       errors=(404, 409)))
 async def complete_upload(request: Request, run_id: str, upload_id: str) -> Response:
     body = await parse_body(request, w.CompleteUploadIn)
     svc = _uploads(request)
@@ -110,7 +119,8 @@ async def complete_upload(request: Request, run_id: str, upload_id: str) -> Resp
     return json(w.artifact_to_json(entry), 201)
 
 
-@router.delete(r.ABORT_UPLOAD.path, status_code=204)
+@router.delete(r.ABORT_UPLOAD.path, summary="Abort an upload",
+               **api_doc(status=204, ok_description="Aborted.", errors=(404, 409)))
 def abort_upload(request: Request, run_id: str, upload_id: str) -> Response:
     _uploads(request).abort(run_id, upload_id)
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, delete, select
 
@@ -32,41 +33,54 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def write_manifest(conn: Connection, insert: Any, run_id: str,
+                   entries: Sequence[ArtifactEntry], *, release_leases: Sequence[str] = ()
+                   ) -> None:
+    """Add or replace manifest rows (``insert``: the dialect's INSERT of ``artifacts``) and
+    drop ``release_leases``, inside the caller's transaction."""
+    if release_leases:
+        conn.execute(delete(s.blob_leases).where(s.blob_leases.c.lease_id.in_(release_leases)))
+    now = int(time.time() * 1000)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["run_id", "path"],
+            set_={"digest": insert.excluded.digest, "size": insert.excluded.size,
+                  "created_time": insert.excluded.created_time},
+        ),
+        [
+            {"run_id": run_id, "path": e.path, "digest": e.digest, "size": e.size,
+             "created_time": now}
+            for e in entries
+        ],
+    )
+
+
 class SqlArtifactIndex(SqlBase):
     def add_lease(self, digest: str, *, now: int) -> str:
-        lease_id = secrets.token_hex(16)
+        return self.add_leases([digest], now=now)[0]
+
+    def add_leases(self, digests: Sequence[str], *, now: int) -> list[str]:
+        lease_ids = [secrets.token_hex(16) for _ in digests]
         with self._write() as conn:
-            conn.execute(s.blob_leases.insert().values(lease_id=lease_id, digest=digest,
-                                                       created_time=now))
-        return lease_id
+            conn.execute(s.blob_leases.insert(), [
+                {"lease_id": lease_id, "digest": digest, "created_time": now}
+                for lease_id, digest in zip(lease_ids, digests, strict=True)])
+        return lease_ids
 
     def drop_lease(self, lease_id: str) -> None:
+        self.drop_leases([lease_id])
+
+    def drop_leases(self, lease_ids: Sequence[str]) -> None:
         with self._write() as conn:
-            conn.execute(delete(s.blob_leases).where(s.blob_leases.c.lease_id == lease_id))
+            conn.execute(delete(s.blob_leases).where(s.blob_leases.c.lease_id.in_(lease_ids)))
 
     def put_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry], *,
                       release_lease: str | None = None) -> None:
-        now = int(time.time() * 1000)
         with self._write() as conn:
             if _run_stage(conn, run_id) != LifecycleStage.ACTIVE.value:
                 raise InvalidState(f"run {run_id} is deleted", field="run_id")
-            if release_lease is not None:
-                conn.execute(
-                    delete(s.blob_leases).where(s.blob_leases.c.lease_id == release_lease)
-                )
-            stmt = self._insert(s.artifacts)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["run_id", "path"],
-                    set_={"digest": stmt.excluded.digest, "size": stmt.excluded.size,
-                          "created_time": stmt.excluded.created_time},
-                ),
-                [
-                    {"run_id": run_id, "path": e.path, "digest": e.digest, "size": e.size,
-                     "created_time": now}
-                    for e in entries
-                ],
-            )
+            write_manifest(conn, self._insert(s.artifacts), run_id, entries,
+                           release_leases=() if release_lease is None else (release_lease,))
 
     def list_artifacts(self, run_id: str, *, prefix: str) -> list[ArtifactEntry]:
         a = s.artifacts.c

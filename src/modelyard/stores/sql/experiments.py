@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
@@ -189,6 +190,16 @@ class SqlExperimentStore(SqlBase):
                 .where(run_filter, s.runs.c.deleted_time == current.deleted_time)
                 .values(lifecycle_stage=stage.value, deleted_time=None)
             )
+
+    def missing_experiments(self, experiment_ids: Sequence[str]) -> list[str]:
+        wanted = [_exp_id(e) for e in experiment_ids]
+        found: set[int] = set()
+        with self._read() as conn:
+            for start in range(0, len(wanted), 500):  # within every driver's parameter limit
+                chunk = wanted[start : start + 500]
+                found.update(conn.execute(select(s.experiments.c.experiment_id).where(
+                    s.experiments.c.experiment_id.in_(chunk))).scalars())
+        return [e for e, i in zip(experiment_ids, wanted, strict=True) if i not in found]
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str, *, now: int) -> None:
         exp_id = _exp_id(experiment_id)

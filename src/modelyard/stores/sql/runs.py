@@ -14,7 +14,9 @@ from modelyard.domain.entities import (
     LifecycleStage,
     LogBatch,
     Metric,
+    NewRun,
     Run,
+    RunEnd,
     RunInfo,
     RunStatus,
     ViewType,
@@ -23,6 +25,7 @@ from modelyard.domain.history import HistoryColumns
 from modelyard.domain.paging import Page
 from modelyard.domain.search import Expr, OrderKey
 from modelyard.errors import (
+    Conflict,
     ExperimentNotFound,
     InvalidState,
     NotFound,
@@ -31,6 +34,7 @@ from modelyard.errors import (
 )
 from modelyard.stores.sql import history
 from modelyard.stores.sql import schema as s
+from modelyard.stores.sql.artifact_index import write_manifest
 from modelyard.stores.sql.base import SqlBase
 from modelyard.stores.sql.convert import to_metric, to_run_info
 from modelyard.stores.sql.search_pages import SearchScope, count_run_rows, search_run_rows
@@ -116,6 +120,73 @@ class SqlRunStore(SqlBase):
             )
         return info
 
+    def _insert_run(self, conn: Connection, run_id: str, new: NewRun,
+                    tags: dict[str, str], end: RunEnd | None = None) -> bool:
+        """Insert a RUNNING run (or one already ended with ``end``), or accept a repeat of the
+        same creation (a retry).
+
+        Returns:
+            True when the run was created now, False when it existed with these values.
+        Raises:
+            ExperimentNotFound; InvalidState (deleted experiment); RunNotFound (parent);
+            Conflict (the id is taken by a run created with other values).
+        """
+        exp = conn.execute(
+            select(s.experiments.c.lifecycle_stage).where(
+                s.experiments.c.experiment_id == int(new.experiment_id)
+            )
+        ).first()
+        if exp is None:
+            raise ExperimentNotFound(
+                f"experiment {new.experiment_id} does not exist", field="experiment_id"
+            )
+        if exp.lifecycle_stage != LifecycleStage.ACTIVE.value:
+            raise InvalidState(
+                f"experiment {new.experiment_id} is deleted; restore it to add runs",
+                field="experiment_id",
+            )
+        if new.parent_run_id is not None:
+            self._info(conn, new.parent_run_id)
+        inserted = conn.execute(
+            self._insert(s.runs).values(
+                run_id=run_id,
+                experiment_id=int(new.experiment_id),
+                run_name=new.run_name,
+                user_id=new.user_id,
+                status=RunStatus.RUNNING.value if end is None else end.status.value,
+                start_time=new.start_time,
+                end_time=None if end is None else end.end_time,
+                lifecycle_stage=LifecycleStage.ACTIVE.value,
+                parent_run_id=new.parent_run_id,
+            ).on_conflict_do_nothing(index_elements=["run_id"]).returning(s.runs.c.run_id)
+        ).first()
+        if inserted is None:
+            self._same_creation(conn, run_id, new, tags)
+            return False
+        if tags:
+            conn.execute(
+                s.tags.insert(),
+                [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+            )
+        return True
+
+    def _same_creation(self, conn: Connection, run_id: str, new: NewRun,
+                       tags: dict[str, str]) -> None:
+        """Raises Conflict unless the existing run ``run_id`` was created as ``new`` says."""
+        info = self._info(conn, run_id)
+        stored = NewRun(info.experiment_id, info.run_name, info.user_id, info.start_time,
+                        info.parent_run_id)
+        if stored != new:
+            raise Conflict(f"run {run_id} already exists with other values; a create may be "
+                           "repeated only with the same values", field="run_id")
+        if tags:
+            held = {key: value for key, value in conn.execute(
+                select(s.tags.c.key, s.tags.c.value).where(
+                    s.tags.c.run_id == run_id, s.tags.c.key.in_(list(tags))))}
+            if held != tags:
+                raise Conflict(f"run {run_id} already exists with other tags; a create may be "
+                               "repeated only with the same values", field="run_id")
+
     def create_run(
         self,
         *,
@@ -127,46 +198,20 @@ class SqlRunStore(SqlBase):
         tags: dict[str, str],
         parent_run_id: str | None,
     ) -> Run:
-        with self._write() as conn:
-            exp = conn.execute(
-                select(s.experiments.c.lifecycle_stage).where(
-                    s.experiments.c.experiment_id == int(experiment_id)
-                )
-            ).first()
-            if exp is None:
-                raise ExperimentNotFound(
-                    f"experiment {experiment_id} does not exist", field="experiment_id"
-                )
-            if exp.lifecycle_stage != LifecycleStage.ACTIVE.value:
-                raise InvalidState(
-                    f"experiment {experiment_id} is deleted; restore it to add runs",
-                    field="experiment_id",
-                )
-            if parent_run_id is not None:
-                self._info(conn, parent_run_id)
+        new = NewRun(str(int(experiment_id)), run_name, user_id, start_time, parent_run_id)
+        for attempt in (1, 2):
             try:
-                conn.execute(
-                    s.runs.insert().values(
-                        run_id=run_id,
-                        experiment_id=int(experiment_id),
-                        run_name=run_name,
-                        user_id=user_id,
-                        status=RunStatus.RUNNING.value,
-                        start_time=start_time,
-                        end_time=None,
-                        lifecycle_stage=LifecycleStage.ACTIVE.value,
-                        parent_run_id=parent_run_id,
-                    )
-                )
+                with self._write() as conn:
+                    if not self._insert_run(conn, run_id, new, tags):
+                        return load_runs(conn, [self._info(conn, run_id)])[0]
+                break
             except IntegrityError:
-                raise InvalidState(f"run {run_id} already exists", field="run_id") from None
-            if tags:
-                conn.execute(
-                    s.tags.insert(),
-                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
-                )
+                # A concurrent request created it between our read and our insert (PostgreSQL;
+                # SQLite writers are serialised): read it again, as a repeat.
+                if attempt == 2:
+                    raise
         # Built from what was just written: a new run has no params or metrics yet.
-        info = RunInfo(run_id=run_id, experiment_id=str(int(experiment_id)), run_name=run_name,
+        info = RunInfo(run_id=run_id, experiment_id=new.experiment_id, run_name=run_name,
                        user_id=user_id, status=RunStatus.RUNNING, start_time=start_time,
                        end_time=None, lifecycle_stage=LifecycleStage.ACTIVE,
                        parent_run_id=parent_run_id)
@@ -187,6 +232,8 @@ class SqlRunStore(SqlBase):
         values: dict[str, object] = {}
         if status is not None:
             values["status"] = status.value
+            if not status.is_terminal:
+                values["end_time"] = None  # a run that runs again (resumed) has not ended
         if end_time is not None:
             values["end_time"] = end_time
         if run_name is not None:
@@ -224,9 +271,28 @@ class SqlRunStore(SqlBase):
 
     # ------------------------------------------------------------------ logging
 
-    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None) -> bool:
+    def log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None,
+                  create: NewRun | None = None, end: RunEnd | None = None,
+                  release_leases: Sequence[str] = ()) -> bool:
+        kwargs: dict[str, Any] = {"batch_id": batch_id, "create": create, "end": end,
+                                  "release_leases": release_leases}
+        try:
+            return self._log_batch(run_id, batch, **kwargs)
+        except IntegrityError:
+            if create is None:
+                raise
+            # Two first batches of one new run at once: the other created it; ours goes on.
+            return self._log_batch(run_id, batch, **kwargs)
+
+    def _log_batch(self, run_id: str, batch: LogBatch, *, batch_id: str | None,
+                   create: NewRun | None, end: RunEnd | None,
+                   release_leases: Sequence[str]) -> bool:
         with self._write() as conn:
-            self._active_info(conn, run_id)
+            # A run this batch creates is new: nothing of it can be deleted, conflict or be
+            # due for packing, and its end is written with it.
+            fresh = create is not None and self._insert_run(conn, run_id, create, {}, end)
+            if not fresh:
+                self._active_info(conn, run_id)
             if batch_id is not None:
                 # RETURNING, not rowcount: SQLAlchemy does not report rowcount for INSERT (it is
                 # -1 on psycopg), which let every retry on PostgreSQL be stored again.
@@ -239,7 +305,7 @@ class SqlRunStore(SqlBase):
                 if claimed is None:
                     return False
             if batch.params:
-                self._write_params(conn, run_id, batch)
+                self._write_params(conn, run_id, batch, check=not fresh)
             if batch.tags:
                 last = {t.key: t.value for t in batch.tags}  # one row per key per statement
                 stmt = self._insert(s.tags)
@@ -250,11 +316,19 @@ class SqlRunStore(SqlBase):
                     [{"run_id": run_id, "key": k, "value": v} for k, v in last.items()],
                 )
             if batch.metrics:
-                self._log_metrics(conn, run_id, batch.metrics)
+                self._log_metrics(conn, run_id, batch.metrics, fresh=fresh)
+            if batch.artifacts or release_leases:
+                write_manifest(conn, self._insert(s.artifacts), run_id, batch.artifacts,
+                               release_leases=release_leases)
+            if end is not None and not fresh:
+                conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(
+                    status=end.status.value, end_time=end.end_time))
         return True
 
-    def _log_metrics(self, conn: Connection, run_id: str, points: Sequence[Metric]) -> None:
-        """Few points of a key become rows, many a chunk (``stores.sql.history``)."""
+    def _log_metrics(self, conn: Connection, run_id: str, points: Sequence[Metric], *,
+                     fresh: bool = False) -> None:
+        """Few points of a key become rows, many a chunk (``stores.sql.history``). A ``fresh``
+        run holds only this batch's rows: a key is due for packing only if it wrote a chunk."""
         direct, as_rows, added = history.split_batch(points)
         if as_rows:
             self._append(conn, s.metrics, _METRIC_COLUMNS,
@@ -262,14 +336,18 @@ class SqlRunStore(SqlBase):
         latest = _latest_per_key(points)
         self._bulk(conn, self._latest_upsert, _LATEST_COLUMNS,
                    [(*_metric_row(run_id, m), added.get(m.key, 0)) for m in latest])
-        history.pack_due(conn, run_id, direct, {m.key for m in latest})
+        if not fresh or direct:
+            history.pack_due(conn, run_id, direct, {m.key for m in latest})
 
-    def _write_params(self, conn: Connection, run_id: str, batch: LogBatch) -> None:
+    def _write_params(self, conn: Connection, run_id: str, batch: LogBatch, *,
+                      check: bool = True) -> None:
         conn.execute(
             self._insert(s.params).on_conflict_do_nothing(index_elements=["run_id", "key"]),
             [{"run_id": run_id, "key": k, "value": v}
              for k, v in {p.key: p.value for p in batch.params}.items()],
         )
+        if not check:  # a new run held no params before this batch
+            return
         # After the insert (inside the same transaction) every key has exactly one stored value:
         # any difference from what was sent is an overwrite attempt, and rolls the batch back.
         wanted = {p.key: p.value for p in batch.params}
