@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from cli.cli_support import Data
@@ -92,10 +93,10 @@ def test_missing_data_folder_is_refused_not_created(data: Data, tmp_path: Path) 
 
 def test_runs_list_table(data: Data) -> None:
     out = data.ok("runs", "list").stdout
-    header = out.splitlines()[0]
-    for column in ("run id", "name", "status", "start", "metrics.acc", "metrics.loss",
-                   "params.lr", "params.layers"):
-        assert column in header
+    header = re.split(r"\s{2,}", out.splitlines()[0].strip())
+    # metrics are headed by their key, params and tags by params.KEY and tags.KEY
+    assert header == ["run id", "name", "status", "start", "experiment", "acc", "loss", "auc",
+                      "params.layers", "params.lr", "params.depth"]
     for name, run_id in data.runs.items():
         line = next(line for line in out.splitlines() if run_id in line)
         assert name in line and "FINISHED" in line

@@ -134,3 +134,75 @@ def test_gc_errors(data: Data, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     assert "no modelyard database" in data.error("gc", "--data-dir", str(missing), uri=False)
     assert not missing.exists()
+
+
+def _past_deletion(data: Data) -> None:
+    """Wait for the clock to pass the last deletion (gc purges what was deleted strictly
+    before now - --older-than)."""
+    gone = json.loads(data.ok("runs", "list", "--view", "deleted_only", "--json").stdout)
+    last = max(r["deleted_time"] for r in gone)
+    while time.time() * 1000 <= last + 1:
+        time.sleep(0.001)
+
+
+def test_gc_uri_a_data_folder_is_embedded_mode(data: Data, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gc --uri ./folder`` collects on that data folder, as ``runs list --uri ./folder``
+    reads it: the same as ``--data-dir``, and MODELYARD_URI is its default as everywhere."""
+    gone, kept = os.urandom(3000), os.urandom(1000)
+    _put(data, data.runs["r1"], {"gone.bin": gone}, tmp_path)
+    _put(data, data.runs["r2"], {"kept.bin": kept}, tmp_path)
+    data.ok("runs", "delete", data.runs["r1"])
+    _past_deletion(data)
+    folder = Path(data.uri)
+    monkeypatch.chdir(folder.parent)
+    relative = f"./{folder.name}"
+    blobs = folder / "artifacts"
+    before = _disk_bytes(blobs)
+
+    # dry runs: --uri ./folder reports exactly what --data-dir ./folder does
+    by_uri = json.loads(data.ok("gc", "--older-than", "0s", "--json", "--uri", relative,
+                                uri=False).stdout)
+    by_dir = json.loads(data.ok("gc", "--older-than", "0s", "--json", "--data-dir", relative,
+                                uri=False).stdout)
+    assert by_uri == by_dir
+    assert by_uri["dry_run"] and by_uri["runs"] == [data.runs["r1"]]
+    assert by_uri["blobs"] == 1 and by_uri["bytes_freed"] == len(gone)
+    assert data.runs["r1"] in data.ok("runs", "list", "--view", "deleted_only", "--uri",
+                                      relative, uri=False).stdout  # the same folder
+    assert _disk_bytes(blobs) == before
+
+    # for real, with the folder from MODELYARD_URI, the default of --uri
+    done = data.cli("gc", "--older-than", "0s", "--no-dry-run", uri=False,
+                    env={"MODELYARD_URI": relative})
+    assert done.exit_code == 0, done.output
+    assert "purged 1 run and 0 experiments" in done.stdout
+    assert "freed 1 blob (2.9 KiB)" in done.stdout
+    assert _disk_bytes(blobs) == before - len(gone)
+    db = sqlite3.connect(folder / "modelyard.db")
+    try:
+        left = db.execute("SELECT run_id FROM runs").fetchall()
+    finally:
+        db.close()
+    assert data.runs["r1"] not in {r for (r,) in left} and data.runs["r2"] in {r for (r,) in left}
+    dest = tmp_path / "down"
+    data.ok("artifacts", "get", data.runs["r2"], "kept.bin", "--dest", str(dest))
+    assert (dest / "kept.bin").read_bytes() == kept
+
+
+def test_gc_uri_rules(data: Data, tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    assert "no modelyard data folder" in data.error("gc", "--uri", str(missing), uri=False)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = data.error("gc", "--uri", str(empty), uri=False)
+    assert "no modelyard database" in message and "--uri" in message
+    assert list(empty.iterdir()) == []  # refused, not given an empty database
+    # --uri and the store flags on one command line: refused; MODELYARD_URI yields to them
+    assert "not both" in data.error("gc", "--uri", data.uri, "--data-dir", data.uri, uri=False)
+    report = data.ok("gc", "--data-dir", data.uri, "--json", uri=False,
+                     env={"MODELYARD_URI": str(missing)}).stdout
+    assert json.loads(report)["dry_run"] is True
+    assert "no modelyard data folder" in data.error("gc", uri=False,
+                                                    env={"MODELYARD_URI": str(missing)})

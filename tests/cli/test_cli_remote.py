@@ -65,4 +65,7 @@ def test_issue_11_commands_through_a_server(server: Any, tmp_path: Path) -> None
     assert "purged 1 run and 0 experiments" in done.stdout
     assert "RUN_NOT_FOUND" in data.error("runs", "show", ids["b"])
     assert "not both" in data.error("gc", "--data-dir", str(tmp_path))
-    assert "server URL" in Data(str(tmp_path)).error("gc")
+    # --uri means what it means everywhere: a folder is a data folder, which must exist
+    missing = tmp_path / "no-such-folder"
+    assert "no modelyard data folder" in Data(str(missing)).error("gc")
+    assert not missing.exists()

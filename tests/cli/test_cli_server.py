@@ -84,7 +84,9 @@ def test_console_script_against_a_real_server(server_url: str, tmp_path: Path,
     assert runs[0]["params"] == {"lr": "0.5"} and runs[0]["metrics"] == {"acc": 0.75}
 
     table = cli("runs", "list", "-e", "remote", "--uri", server_url)
-    assert run.id in table.stdout and "metrics.acc" in table.stdout and "0.75" in table.stdout
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["run", "id", "name", "status", "start", "acc", "params.lr"]
+    assert row.startswith(run.id + "  ") and "0.75" in row.split()
 
     src = tmp_path / "up"
     (src / "sub").mkdir(parents=True)

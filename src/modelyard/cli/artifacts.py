@@ -22,14 +22,14 @@ from rich.table import Table
 
 from modelyard.artifacts.paths import iter_local_tree, normalize_artifact_path, safe_join
 from modelyard.backend.parallel import run_parallel
-from modelyard.cli.common import console, err_console, handle_errors, print_json
+from modelyard.cli.common import MARKUP_MODE, console, err_console, handle_errors, print_json
 from modelyard.cli.shared import about_run, cell, human_bytes, json_option, open_backend, say
 from modelyard.cli.shared import uri_option as _uri
 from modelyard.domain.entities import ArtifactEntry
 from modelyard.errors import ArtifactNotFound, InvalidArgument
 
 artifacts_app = typer.Typer(help="List, download and upload run artifacts.",
-                            no_args_is_help=True)
+                            no_args_is_help=True, rich_markup_mode=MARKUP_MODE)
 
 DIGEST_PREFIX = 12
 

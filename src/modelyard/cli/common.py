@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +16,11 @@ from modelyard.errors import ModelyardError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# Help texts are Markdown: docstring paragraphs are reflowed to the terminal (the line breaks
+# that wrap them in the source do not show) and ``code`` prints without its backticks. Every
+# Typer app of the CLI passes this.
+MARKUP_MODE: Literal["markdown"] = "markdown"
 
 console = Console()
 err_console = Console(stderr=True)

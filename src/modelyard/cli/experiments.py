@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from modelyard.cli.common import console, handle_errors, print_json
+from modelyard.cli.common import MARKUP_MODE, console, handle_errors, print_json
 from modelyard.cli.shared import (
     all_experiments,
     cell,
@@ -21,7 +21,7 @@ from modelyard.cli.shared import (
 )
 
 experiments_app = typer.Typer(help="Create, list, delete and restore experiments.",
-                              no_args_is_help=True)
+                              no_args_is_help=True, rich_markup_mode=MARKUP_MODE)
 
 REF_HELP = "Experiment id or name."
 

@@ -1,10 +1,12 @@
 """``modelyard gc``: purge soft-deleted runs and experiments, free unreferenced blobs, sweep
 abandoned uploads.
 
-By default it works on the database and the blob store directly, where the operator's
-configuration is (like ``modelyard db upgrade``); with ``--uri http(s)://...`` the server
-collects in its own stores. Uploads in flight are safe (``tracking/gc.py``); each collection
-writes one line to the ``modelyard.audit`` logger (the server's, through a server).
+``--uri`` means what it means in every command: ``--uri http(s)://...`` has the server
+collect in its own stores, ``--uri FOLDER`` works on that data folder. Otherwise it works on
+the database and the blob store directly, where the operator's configuration is (like
+``modelyard db upgrade``: ``--db``/``--artifacts``/``--data-dir``, ``MODELYARD_*``). Uploads
+in flight are safe (``tracking/gc.py``); each collection writes one line to the
+``modelyard.audit`` logger (the server's, through a server).
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ import typer
 from modelyard.backend.protocol import Backend
 from modelyard.cli.common import handle_errors, print_json
 from modelyard.cli.server import ARTIFACTS_HELP, DATA_HELP, DB_HELP, settings_from_flags
-from modelyard.cli.shared import human_bytes, json_option, say
+from modelyard.cli.shared import (
+    data_folder,
+    human_bytes,
+    is_server_url,
+    json_option,
+    say,
+    uri_option,
+)
 from modelyard.domain.retention import ABANDONED_AFTER_MS, DAY_MS, PURGE_AFTER_MS
 from modelyard.errors import InvalidArgument
+from modelyard.settings import Settings
 from modelyard.tracking.gc import GcReport
 
 DRY_RUN_NOTE = "dry run: nothing was changed; pass --no-dry-run to free it"
@@ -55,7 +65,7 @@ def parse_duration(text: str, *, option: str = "--older-than") -> int:
     return total
 
 
-def _check_database_exists(db_url: str) -> None:
+def _check_database_exists(db_url: str, *, hint: str = "pass --db or --data-dir") -> None:
     """Refuse a SQLite file that is not there, rather than create an empty database."""
     from sqlalchemy.engine import make_url
 
@@ -65,8 +75,7 @@ def _check_database_exists(db_url: str) -> None:
     path = url.database
     if url.get_backend_name() == "sqlite" and path not in (None, "", ":memory:") \
             and not Path(str(path)).is_file():
-        raise InvalidArgument(f"no modelyard database at {path!r}; pass --db or --data-dir",
-                              field="db")
+        raise InvalidArgument(f"no modelyard database at {path!r}; {hint}", field="db")
 
 
 @contextmanager
@@ -88,24 +97,34 @@ def _audit_to_stderr() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _gc_backend(uri: str | None, db: str | None, artifacts: str | None,
+def _gc_backend(uri: str | None, uri_from_env: bool, db: str | None, artifacts: str | None,
                 data_dir: str | None) -> Backend:
-    """Through the server at ``uri``, or straight on the stores the other flags name."""
-    if uri is None:
-        from modelyard.backend.local import LocalBackend
+    """The stores to collect in.
 
+    ``--uri`` means what it means in every command: a server URL collects through that server,
+    a folder on that embedded data folder. ``--db``/``--artifacts``/``--data-dir`` name the
+    stores directly (and win over ``MODELYARD_URI``); with neither, the ``MODELYARD_*``
+    settings or ``./modelyard-data``.
+    """
+    from modelyard.backend.local import LocalBackend
+
+    if uri is not None and any(flag is not None for flag in (db, artifacts, data_dir)):
+        if not uri_from_env:
+            raise InvalidArgument("pass --uri or --db/--artifacts/--data-dir, not both",
+                                  field="uri")
+        uri = None
+    if uri is None:
         settings = settings_from_flags(db, artifacts, data_dir)
         _check_database_exists(settings.db_url)
         return LocalBackend(settings, create_if_empty=False)
-    if not uri.startswith(("http://", "https://")):
-        raise InvalidArgument("--uri must be a server URL (http:// or https://); for a data "
-                              "folder pass --data-dir", field="uri")
-    if any(flag is not None for flag in (db, artifacts, data_dir)):
-        raise InvalidArgument("pass --uri or --db/--artifacts/--data-dir, not both",
-                              field="uri")
-    from modelyard.backend.remote import RemoteBackend
+    if is_server_url(uri):
+        from modelyard.backend.remote import RemoteBackend
 
-    return RemoteBackend(uri)
+        return RemoteBackend(uri)
+    settings = Settings.for_data_dir(data_folder(uri))
+    _check_database_exists(settings.db_url, hint="pass --uri (a data folder or an http(s):// "
+                                                  "server URL) or set MODELYARD_URI")
+    return LocalBackend(settings, create_if_empty=False)
 
 
 def _plural(n: int, word: str) -> str:
@@ -136,6 +155,7 @@ def _say_report(report: GcReport) -> None:
 
 @handle_errors
 def gc(
+    ctx: typer.Context,
     older_than: str = typer.Option(f"{PURGE_AFTER_MS // DAY_MS}d", "--older-than",
                                    help="Purge what was deleted longer ago than this "
                                         "(0s, 90m, 12h, 30d, 2w)."),
@@ -147,16 +167,20 @@ def gc(
     db: str | None = typer.Option(None, help=DB_HELP),
     artifacts: str | None = typer.Option(None, help=ARTIFACTS_HELP),
     data_dir: str | None = typer.Option(None, help=DATA_HELP),
-    uri: str | None = typer.Option(
-        None, "--uri", help="Collect through this server (http(s)://...) in its own stores, "
-                            "instead of on --db / --artifacts / --data-dir directly."),
+    uri: str | None = uri_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Purge soft-deleted runs and experiments, free the blobs no run uses any more, and sweep
-    what interrupted uploads left behind. Safe while uploads are in flight."""
+    what interrupted uploads left behind. Safe while uploads are in flight.
+
+    It works on the stores named by --uri (a data folder, or a server that then collects in
+    its own stores) or by --db/--artifacts/--data-dir.
+    """
     older_than_ms = parse_duration(older_than)
     abandoned_ms = parse_duration(abandoned_after, option="--abandoned-after")
-    backend = _gc_backend(uri, db, artifacts, data_dir)
+    source = ctx.get_parameter_source("uri")
+    from_env = source is not None and source.name == "ENVIRONMENT"  # MODELYARD_URI
+    backend = _gc_backend(uri, from_env, db, artifacts, data_dir)
     try:
         with _audit_to_stderr():
             report = backend.collect_garbage(older_than_ms=older_than_ms, dry_run=dry_run,

@@ -10,8 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from modelyard.backend.protocol import Backend
-from modelyard.cli.common import console, err_console, handle_errors, print_json
+from modelyard.cli.common import MARKUP_MODE, console, err_console, handle_errors, print_json
 from modelyard.cli.history import history_command
+from modelyard.cli.runs_table import (
+    COLUMNS_EXAMPLE,
+    build_columns,
+    fit_columns,
+    parse_columns,
+    render_table,
+)
 from modelyard.cli.shared import (
     about_run,
     cell,
@@ -33,18 +40,18 @@ from modelyard.domain.validation import validate_max_results
 from modelyard.errors import InvalidArgument, InvalidFilter
 
 runs_app = typer.Typer(help="Search, inspect, compare, delete and restore runs.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=MARKUP_MODE)
 
 MAX_DATA_COLUMNS = 6
 FILTER_HELP = ("Search filter, e.g. \"metrics.acc > 0.9 and (params.lr = '0.1' or "
                "tags.team = 'x')\".")
 ORDER_HELP = "Sort clause such as 'metrics.acc DESC' (repeatable)."
 EXPERIMENT_HELP = "Experiment name or id (repeatable); default every experiment."
-
-
-def _status_text(status: str) -> Text:
-    colour = {"FINISHED": "green", "FAILED": "red", "KILLED": "red", "RUNNING": "yellow"}
-    return Text(status, style=colour.get(status, ""))
+COLUMNS_HELP = (
+    f"The table's columns, comma-separated, e.g. {COLUMNS_EXAMPLE}; also end, duration, "
+    "experiment, user and stage. Default: id, name, status, start, the experiment (when the "
+    "runs span several) and the main metrics and params, as many as fit."
+)
 
 
 def _filter_fields(expr: search.Expr | None) -> list[search.Field]:
@@ -92,14 +99,6 @@ def data_columns(runs: Sequence[Run], preferred: Sequence[search.Field] = ()) ->
     return chosen
 
 
-def _value(run: Run, column: str) -> str:
-    kind, _, key = column.partition(".")
-    if kind == "metrics":
-        value = run.metrics.get(key)
-        return "" if value is None else fmt_number(value)
-    return run.params.get(key, "")
-
-
 def _experiment_ids(b: Backend, refs: Sequence[str]) -> list[str] | None:
     """The experiments named (by id or name); None, meaning every experiment, for none."""
     if refs:
@@ -115,13 +114,15 @@ def list_runs(
     order_by: list[str] = typer.Option([], "--order-by", "-o", help=ORDER_HELP),  # noqa: B008
     max_results: int = typer.Option(100, "--max-results", "-n",
                                     help="Show at most this many runs."),
+    columns: str | None = typer.Option(None, "--columns", "-c", help=COLUMNS_HELP),
     view: str = view_option(),
     as_json: bool = json_option(),
     uri: str | None = uri_option(),
 ) -> None:
-    """Search runs: a table of id, name, status, start time and the main metrics/params."""
+    """Search runs: a table of id, name, status, start time and the main metrics that fit."""
     run_view = check_view(view)
     validate_max_results(max_results)
+    chosen = parse_columns(columns) if columns is not None else None
     b = open_backend(uri)
     page = b.search_runs(_experiment_ids(b, experiment), filter=filter_expr, order_by=order_by,
                          view=run_view, max_results=max_results, include_total=True)
@@ -135,22 +136,20 @@ def list_runs(
     if not runs:
         say("no runs match")
         return
-    columns = data_columns(runs, _preferred(filter_expr, order_by))
-    table = Table(box=None, header_style="bold")
-    table.add_column("run id", no_wrap=True, min_width=32)
-    table.add_column("name", style="cyan")
-    table.add_column("status")
-    table.add_column("start", no_wrap=True)
-    several = len({r.info.experiment_id for r in runs}) > 1
-    if several:
-        table.add_column("experiment", justify="right")
-    for column in columns:
-        table.add_column(column, justify="right" if column.startswith("metrics.") else "left")
-    for run in runs:
-        where = [run.info.experiment_id] if several else []
-        table.add_row(run.id, cell(run.name), _status_text(run.status.value),
-                      fmt_time(run.start_time), *where, *(cell(_value(run, c)) for c in columns))
-    console.print(table)
+    if chosen is None:
+        several = len({r.info.experiment_id for r in runs}) > 1
+        names = ["id", "name", "status", "start", *(["experiment"] if several else []),
+                 *data_columns(runs, _preferred(filter_expr, order_by))]
+    else:
+        names = chosen
+    width = console.width
+    kept, dropped = fit_columns(build_columns(names, runs), width)
+    console.print(render_table(kept))
+    if chosen is not None and dropped:
+        err_console.print(
+            f"note: {', '.join(c.name for c in dropped)} left out, too wide for {width} "
+            "columns (widen the terminal, set COLUMNS, or use --json)",
+            markup=False, highlight=False)
 
 
 @runs_app.command("count")

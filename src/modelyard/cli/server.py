@@ -8,10 +8,11 @@ import os
 
 import typer
 
-from modelyard.cli.common import console, handle_errors
+from modelyard.cli.common import MARKUP_MODE, console, handle_errors
 from modelyard.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 
-db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True,
+                     rich_markup_mode=MARKUP_MODE)
 
 DB_HELP = "Metadata database URL (sqlite:///path.db or postgresql://...)."
 ARTIFACTS_HELP = "Artifact store: a folder or an fsspec URL such as s3://bucket/prefix."

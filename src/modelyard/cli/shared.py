@@ -41,22 +41,33 @@ def json_option() -> Any:
     return typer.Option(False, "--json", help=JSON_HELP)
 
 
-def open_backend(uri: str | None, *, create: bool = False) -> Backend:
-    """The SDK's backend for ``uri``.
+def is_server_url(uri: str) -> bool:
+    """What ``--uri`` means, in every command: an http(s) URL is a server, anything else a
+    data folder (embedded mode)."""
+    return uri.startswith(("http://", "https://"))
 
-    An embedded data folder must already exist unless ``create`` is set, so that a mistyped
-    ``--uri`` is refused instead of silently creating an empty folder.
+
+def data_folder(uri: str, *, create: bool = False) -> Path:
+    """The embedded data folder ``--uri`` names.
+
+    It must already exist unless ``create`` is set, so that a mistyped ``--uri`` is refused
+    instead of silently creating an empty folder.
     """
+    folder = Path(uri).expanduser()
+    if not create and not folder.is_dir():
+        raise InvalidArgument(
+            f"no modelyard data folder at {str(folder)!r}; pass --uri (a data folder or "
+            "an http(s):// server URL) or set MODELYARD_URI", field="uri")
+    return folder
+
+
+def open_backend(uri: str | None, *, create: bool = False) -> Backend:
+    """The SDK's backend for ``uri`` (default ``./modelyard-data``); see :func:`data_folder`."""
     from modelyard.client import api
 
     target = uri or DEFAULT_DATA_DIR
-    if not target.startswith(("http://", "https://")):
-        folder = Path(target).expanduser()
-        if not create and not folder.is_dir():
-            raise InvalidArgument(
-                f"no modelyard data folder at {str(folder)!r}; pass --uri (a data folder or "
-                "an http(s):// server URL) or set MODELYARD_URI", field="uri")
-        target = str(folder)
+    if not is_server_url(target):
+        target = str(data_folder(target, create=create))
     return api.backend(target)
 
 
