@@ -184,11 +184,11 @@ class ActiveRun:
                                      keep: set[str]) -> None:
         """Record git state, diff and packages without delaying the caller.
 
-        The capture describes the moment of the call (``argv0``, ``cwd``); its tags (except
-        those in ``keep``, which the user set) and artifacts arrive through the normal paths.
-        ``flush()`` and run end wait for it. A failure is logged, never raised into training.
+        The capture describes the code this process runs (``argv0``, ``cwd``; one capture
+        serves the runs of the next 10 s, see ``CAPTURES``); its tags (except those in
+        ``keep``, which the user set) and files arrive through the normal paths. ``flush()``
+        and run end wait for it. A failure is logged, never raised into training.
         """
-
         recent = CAPTURES.recent(argv0=argv0, cwd=cwd)
         if recent is not None and not self._uploads_needed(recent):
             self._record(recent, keep)  # all known: tags and stored blobs, queued at once
