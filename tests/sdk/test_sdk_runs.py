@@ -10,7 +10,9 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import modelyard
 from conftest import ServerThread
 from modelyard import errors
 from modelyard.backend.remote import RemoteBackend
-from modelyard.domain.entities import ArtifactEntry, LogBatch, Param, RunStatus, Tag
+from modelyard.domain.entities import ArtifactEntry, LogBatch, NewRun, Param, RunStatus, Tag
 from modelyard.errors import (
     ArtifactNotFound,
     Conflict,
@@ -338,6 +340,33 @@ def test_a_sweep_captures_once_and_stores_its_files_once(sdk: Any, counted: Coun
         assert got.tags["modelyard.source.git_dirty"] == "true"
         assert got.tags["modelyard.source.entry_point"] == "train.py"
         assert got.status is RunStatus.FINISHED
+
+
+def test_a_collected_capture_file_is_uploaded_again(sdk: Any, counted: Counting,
+                                                    dirty_repo: Path) -> None:
+    with sdk.start_run(experiment="collected", capture_source=True) as first:
+        pass
+    sdk.delete_run(first.id)
+    deleted = sdk.get_run(first.id).info.deleted_time
+    while int(time.time() * 1000) <= deleted:  # "deleted longer ago than 0 ms": the clock moves
+        pass
+    report = sdk.collect_garbage(timedelta(0), dry_run=False)
+    assert report.blobs >= 2  # the capture files, held by no other run
+    counted.calls.clear()
+    with sdk.start_run(experiment="collected", capture_source=True) as second:
+        second.log_metric("m", 1.0)  # no LoggingRefused: the files went up again
+    assert counted.calls.count("upload_bytes") == 2
+    assert {e.path for e in sdk.list_artifacts(second.id)} == {
+        "modelyard/environment/requirements.txt", "modelyard/source/diff.patch"}
+    assert "modelyard.logging_errors" not in sdk.get_run(second.id).tags
+
+
+def test_a_retried_creation_with_a_padded_experiment_id_is_a_repeat(backend: Any) -> None:
+    run_id = uuid.uuid4().hex
+    create = NewRun("00", "padded", "u", 1)
+    assert backend.log_batch(run_id, LogBatch(), batch_id="pad-00001", create=create)
+    assert backend.log_batch(run_id, LogBatch(), batch_id="pad-00002", create=create)
+    assert backend.get_run(run_id).experiment_id == "0"
 
 
 def test_naming_a_blob_the_server_does_not_hold_refuses_only_that(sdk: Any,

@@ -354,3 +354,58 @@ def test_retry_after_a_lost_answer_is_stored_once(server: Any,
         assert steps(remote, run.id) == list(range(40))
     finally:
         remote.close()
+
+
+class Slow:
+    """A real backend whose first call takes a while, as a slow network would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.concurrent = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def log_batch(self, run_id: str, batch: LogBatch, **kwargs: Any) -> bool:
+        with self.lock:
+            self.calls += 1
+            self.concurrent += 1
+            self.most = max(self.most, self.concurrent)
+            first = self.calls == 1
+        try:
+            if first:
+                time.sleep(0.5)  # the window in which a second part could overtake it
+            return bool(self.inner.log_batch(run_id, batch, **kwargs))
+        finally:
+            with self.lock:
+                self.concurrent -= 1
+
+
+def test_one_part_in_flight_when_the_end_outgrows_one_batch(
+        backend: Any, senders: list[BatchSender]) -> None:
+    slow = Slow(backend)
+    run_id = uuid.uuid4().hex
+    sender = make(senders, slow, run_id, create=NewRun("0", "big", "u", 1), interval=0.01)
+    sender.enqueue([Param(f"p{i}", "v") for i in range(1500)])  # two batches of params
+    sender.finish(RunEnd(RunStatus.FINISHED, 2))
+    got = backend.get_run(run_id)
+    assert len(got.params) == 1500
+    assert got.status is RunStatus.FINISHED and got.end_time == 2
+    assert slow.calls == 2 and slow.most == 1  # the creation landed before the rest left
+
+
+def test_wait_created_does_not_wait_for_the_backlog(backend: Any,
+                                                    senders: list[BatchSender]) -> None:
+    gated = Gated(backend)
+    run_id = uuid.uuid4().hex
+    sender = make(senders, gated, run_id, create=NewRun("0", "r", "u", 1), batch_size=5,
+                  interval=60.0)
+    gated.gate.set()
+    sender.wait_created()
+    gated.gate.clear()  # the backend stalls from now on
+    sender.enqueue(points(0, 50))
+    sender.wait_created()  # created already: returns at once, whatever is queued
+    assert sender.pending > 0
+    gated.gate.set()
+    sender.flush(timeout=20)
+    assert steps(backend, run_id) == list(range(50))

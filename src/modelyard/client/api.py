@@ -506,6 +506,7 @@ def download_artifacts(run_id: str, path: str = "", dest: str | os.PathLike[str]
         the local path of the file, or of the folder that mirrors ``path``.
     """
     b = backend()
+    _settle(run_id)
     root = Path(dest)
     clean = normalize_artifact_path(path, allow_empty=True)
     entries = b.list_artifacts(run_id, clean)
@@ -556,10 +557,12 @@ def restore_experiment(experiment_id: str, *, new_name: str | None = None) -> No
 
 
 def delete_run(run_id: str) -> None:
+    _settle(run_id)
     backend().delete_run(run_id)
 
 
 def restore_run(run_id: str) -> None:
+    _settle(run_id)
     backend().restore_run(run_id)
 
 

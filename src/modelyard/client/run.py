@@ -73,8 +73,10 @@ class ActiveRun:
         """
         self._backend = backend
         self._run = run
+        self._linked: dict[str, bytes] = {}  # digest -> bytes of files named as stored blobs
         self._sender = BatchSender(backend, run.id, create=create,
-                                   on_create_refused=on_create_refused)
+                                   on_create_refused=on_create_refused,
+                                   on_blob_missing=self._upload_missing)
         self._params: dict[str, str] = dict(run.params)
         self._keys_ok: set[str] = set()
         self._ended = False
@@ -217,10 +219,26 @@ class ActiveRun:
         for artifact_path, data in capture.artifacts().items():
             digest = hash_bytes(data)
             if digest in held:
+                self._linked[digest] = data
                 self._sender.enqueue([ArtifactEntry(artifact_path, digest, len(data))])
                 continue
             self._sender.wait_created()
             held.add(self._backend.upload_bytes(self.id, artifact_path, data).digest)
+
+    def _upload_missing(self, entry: ArtifactEntry) -> bool:
+        """The backend no longer holds a blob this process stored (collected since): upload
+        the file after all (called from the sender's thread once the run exists)."""
+        data = self._linked.get(entry.digest)
+        if data is None:
+            return False
+        _held(self._backend).discard(entry.digest)
+        try:
+            stored = self._backend.upload_bytes(self.id, entry.path, data)
+        except ModelyardError as exc:
+            log.error("modelyard: run %s: uploading %s failed: %s", self.id, entry.path, exc)
+            return False
+        _held(self._backend).add(stored.digest)
+        return True
 
     def _wait_for_capture(self) -> None:
         thread, self._capture_thread = self._capture_thread, None

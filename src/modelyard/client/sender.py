@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from modelyard.backend.protocol import Backend
@@ -35,7 +36,7 @@ from modelyard.domain.validation import (
     MAX_BATCH_PARAMS,
     MAX_BATCH_TAGS,
 )
-from modelyard.errors import ModelyardError, Unavailable
+from modelyard.errors import ArtifactNotFound, ErrorCode, ModelyardError, Unavailable
 
 log = logging.getLogger("modelyard.client")
 
@@ -57,6 +58,7 @@ class BatchSender:
         *,
         create: NewRun | None = None,
         on_create_refused: Callable[[ModelyardError], None] | None = None,
+        on_blob_missing: Callable[[ArtifactEntry], bool] | None = None,
         batch_size: int = MAX_BATCH_METRICS,
         interval: float = 1.0,
         max_pending: int = 1_000_000,
@@ -65,6 +67,8 @@ class BatchSender:
         """Args:
             create: the run's creation, sent with the first batch (None: it exists).
             on_create_refused: called with the error if the creation is refused.
+            on_blob_missing: called (from the sender's thread) with a stored blob a batch
+                named that the backend no longer holds; True when it uploaded the file.
         """
         self._backend = backend
         self._run_id = run_id
@@ -82,7 +86,9 @@ class BatchSender:
         self._give_up_at: float | None = None
         self._create = create
         self._create_error: ModelyardError | None = None
+        self._create_in_flight = False
         self._on_create_refused = on_create_refused
+        self._on_blob_missing = on_blob_missing
         self._end: RunEnd | None = None
         self._ending = False  # finish() was called: nothing more may be enqueued
         self._refusals = RefusalLog(run_id)
@@ -151,8 +157,9 @@ class BatchSender:
             the error that refused the creation; Unavailable when ``timeout`` ran out.
         """
         with self._cond:
-            if self._create is not None or self._busy:
-                self._wait_sent(timeout, lambda: self._create is None and not self._busy)
+            if self._create is not None or self._create_in_flight:
+                self._wait_sent(timeout, lambda: self._create is None
+                                and not self._create_in_flight)
             if self._create_error is not None:
                 raise self._create_error
 
@@ -169,11 +176,11 @@ class BatchSender:
             self._end = end
             self._ending = True
             if timeout is None and not self._busy and len(self._queue) <= self._batch_size:
-                # The thread is idle and all that is left fits one batch: send it from here,
-                # sparing a short run two thread hand-overs.
+                # The thread is idle and all that is left may fit one batch: send it from
+                # here, sparing a short run two thread hand-overs (the thread waits while a
+                # part is in flight, and sends any rest, with the end, after it).
                 part = self._take_part()
-            else:
-                self._cond.notify_all()
+            self._cond.notify_all()
         if part is not None:
             self._deliver_marked(part)
         self.close(timeout)
@@ -260,8 +267,10 @@ class BatchSender:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._due():
-                    if self._closing and not self._queue:
+                # One part in flight at a time (the caller may be sending one: finish()), so
+                # the creation lands before anything else of the run and the end after it.
+                while self._busy or not self._due():
+                    if self._closing and not self._queue and not self._busy:
                         return
                     self._cond.wait(self._interval / 4)
                 part = self._take_part()
@@ -273,6 +282,7 @@ class BatchSender:
         last; marks the sender busy until :meth:`_deliver_marked` is done with it."""
         batch = self._take_batch()
         create, self._create = self._create, None
+        self._create_in_flight = create is not None
         end = None
         if not self._queue:  # the end travels with the last batch
             end, self._end = self._end, None
@@ -288,11 +298,13 @@ class BatchSender:
             with self._cond:
                 self._inflight = 0
                 self._busy = False
+                self._create_in_flight = False
                 self._cond.notify_all()
 
     def _deliver(self, first: Part) -> None:
         """Send a part; on a refusal, send again whatever the refusal did not concern."""
         todo = [first]
+        missing: list[tuple[Part, ModelyardError]] = []  # named blobs the backend lacks
         while todo:
             part = todo.pop()
             try:
@@ -302,6 +314,9 @@ class BatchSender:
                 self._refused(part, gave_up.error)
             except ModelyardError as exc:
                 refused, rest = split_refused(part, exc)
+                if refused is not None and isinstance(exc, ArtifactNotFound):
+                    missing.append((refused, exc))  # uploaded once the rest (the run) is in
+                    refused = None
                 if refused is not None:
                     log.error("modelyard: run %s: refused %s", self._run_id, exc)
                     self._refused(refused, exc)
@@ -309,9 +324,31 @@ class BatchSender:
             except Exception as exc:  # a bug must not kill the thread silently
                 log.exception("modelyard: unexpected error while sending")
                 self._refused(part, ModelyardError(f"unexpected error while sending: {exc}"))
+        for lacking, error in missing:
+            left = self._upload_instead(lacking)
+            if left is not None:
+                log.error("modelyard: run %s: refused %s", self._run_id, error)
+                self._refused(left, error)
+
+    def _upload_instead(self, part: Part) -> Part | None:
+        """A stored blob named in a batch is not held (garbage collection freed it): upload
+        the bytes instead when the caller can (``on_blob_missing``). Returns: what is still
+        refused, if anything."""
+        if self._on_blob_missing is None or part.create is not None or part.end is not None:
+            return part
+        left = tuple(a for a in part.batch.artifacts if not self._on_blob_missing(a))
+        if not left and len(part.batch) == len(part.batch.artifacts):
+            return None
+        return Part(replace(part.batch, artifacts=left))
 
     def _refused(self, part: Part, exc: ModelyardError) -> None:
         with self._cond:
+            # A server failure is no answer about the run: the next part creates it again.
+            if (part.create is not None and exc.code is ErrorCode.INTERNAL
+                    and self._create is None and not self._ending):
+                self._create = part.create
+                self._refusals.add(replace(part, create=None), exc)
+                return
             self._refusals.add(part, exc)
             if part.create is None:
                 return

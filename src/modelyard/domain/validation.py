@@ -108,7 +108,7 @@ def validate_new_run(new: NewRun) -> NewRun:
     """What creating a run states, checked (names canonicalised)."""
     parent = new.parent_run_id
     return NewRun(
-        experiment_id=validate_experiment_id(new.experiment_id),
+        experiment_id=str(int(validate_experiment_id(new.experiment_id))),  # "007" is 7
         run_name=validate_run_name(new.run_name),
         user_id=validate_user_id(new.user_id),
         start_time=validate_int64(new.start_time, field="start_time"),
@@ -163,7 +163,7 @@ def validate_int64(value: object, *, field: str) -> int:
             raise InvalidArgument(f"{field} must be an integer, got a bool", field=field)
         try:
             value = operator.index(value)  # type: ignore[arg-type]
-        except TypeError:
+        except Exception:  # TypeError, or whatever an odd __index__ raises
             raise InvalidArgument(
                 f"{field} must be an integer, got {type(value).__name__}", field=field
             ) from None
@@ -200,7 +200,10 @@ def metric_value(value: object, *, key: str) -> float:
         raise InvalidArgument(
             f"metric {key!r} value must be a number, got {what}", field=field
         )
-    ndim = getattr(value, "ndim", 0)
+    try:
+        ndim = getattr(value, "ndim", 0)
+    except Exception:  # an odd object whose attributes raise: not a number we can read
+        ndim = None
     if ndim != 0:
         shape = getattr(value, "shape", "?")
         raise InvalidArgument(
@@ -217,7 +220,7 @@ def metric_value(value: object, *, key: str) -> float:
     except OverflowError:  # an int beyond float range (10**400): not "inf" but an error
         raise InvalidArgument(f"metric {key!r} value ({what}) is too large for a float",
                               field=field) from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except Exception as exc:  # TypeError, ValueError, or whatever an odd __float__ raises
         raise InvalidArgument(
             f"metric {key!r} value of type {what} cannot be read as a number: {exc}",
             field=field,

@@ -317,8 +317,8 @@ class TrackingService:
             for e in entries:
                 if not self._blobs.exists(e.digest) or self._blobs.size(e.digest) != e.size:
                     raise ArtifactNotFound(
-                        f"artifact {e.path!r}: no stored blob {e.digest} of {e.size} bytes; "
-                        "upload the file instead", field=f"artifacts.{e.path}")
+                        f"no stored blob {e.digest} of {e.size} bytes to name as artifact "
+                        f"{e.path!r}; upload the file instead", field=f"artifacts.{e.path}")
         except BaseException:
             self._drop_leases(leases)
             raise
