@@ -41,6 +41,7 @@ from modelyard.domain.names import new_run_id, new_run_name
 from modelyard.domain.paging import Page
 from modelyard.domain.retention import ABANDONED_AFTER_MS, PURGE_AFTER_MS
 from modelyard.domain.validation import (
+    as_text,
     is_experiment_id,
     validate_new_run,
     validate_param,
@@ -233,11 +234,9 @@ def start_run(
         capture_source = os.environ.get("MODELYARD_CAPTURE_SOURCE", "true").lower() not in (
             "0", "false", "no", "off")
     # Checked before anything is created or resumed: a bad tag or param starts no run.
-    run_tags = {t.key: t.value for t in (validate_tag(Tag(k, val if isinstance(val, str)
-                                                          else str(val)))
+    run_tags = {t.key: t.value for t in (validate_tag(Tag(k, as_text(val)))
                                          for k, val in (tags or {}).items())}
-    run_params = {p.key: p.value for p in (validate_param(Param(k, val if isinstance(val, str)
-                                                                else str(val)))
+    run_params = {p.key: p.value for p in (validate_param(Param(k, as_text(val)))
                                            for k, val in (params or {}).items())}
     if run_id is not None:
         if experiment is not None or name is not None or parent_run_id is not None:

@@ -10,6 +10,7 @@ raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,9 @@ _RUN_FIELDS = frozenset({
 # The tag the sender keeps the refusal count in: never counted as refused itself.
 COUNT_TAG = "modelyard.logging_errors"
 SHOWN = 10  # refused keys named in the message (all are in LoggingRefused.refused)
+# The batch fields whose values a refusal can name (``params.KEY``, ``artifacts.PATH``).
+_NAMED: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("params", lambda p: p.key), ("artifacts", lambda a: a.path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,27 +70,24 @@ def split_refused(part: Part, exc: ModelyardError) -> tuple[Part | None, list[Pa
     """What of ``part`` the error ``exc`` refused, and the parts to send again, in order.
 
     A param overwrite names its key, a missing stored blob its path (``artifacts.PATH``): that
-    value is refused, the rest goes again at once. An
-    error about the run refuses the whole part. Any other refusal of several values is halved
-    until the values it concerns stand alone (the run's creation goes with the first half, its
-    end with the last), so each valid value is stored.
+    value is refused, the rest goes again at once. An error about the run refuses the whole
+    part. Any other refusal of several values is halved until the values it concerns stand
+    alone (the run's creation goes with the first half, its end with the last), so each valid
+    value is stored.
     """
     if _about_the_run(exc):
         return part, []
     batch = part.batch
     where = exc.field or ""
-    if isinstance(exc, ParamOverwrite) and where.startswith("params."):
-        key = where.removeprefix("params.")
-        refused = tuple(p for p in batch.params if p.key == key)
-        if refused:
-            kept = replace(batch, params=tuple(p for p in batch.params if p.key != key))
-            return Part(LogBatch(params=refused)), _nonempty([replace(part, batch=kept)])
-    if where.startswith("artifacts."):  # a stored blob that is not (or no longer) held
-        path = where.removeprefix("artifacts.")
-        named = tuple(a for a in batch.artifacts if a.path == path)
-        if named:
-            kept = replace(batch, artifacts=tuple(a for a in batch.artifacts if a.path != path))
-            return Part(LogBatch(artifacts=named)), _nonempty([replace(part, batch=kept)])
+    for kind, name_of in _NAMED:  # the error names one param or one stored blob
+        if where.startswith(f"{kind}."):
+            name = where.removeprefix(f"{kind}.")
+            values: tuple[Any, ...] = getattr(batch, kind)
+            refused = tuple(x for x in values if name_of(x) == name)
+            if refused:
+                kept = replace(batch, **{kind: tuple(x for x in values if name_of(x) != name)})
+                return (Part(LogBatch(**{kind: refused})),
+                        _nonempty([replace(part, batch=kept)]))
     items: list[Any] = [*batch.metrics, *batch.params, *batch.tags, *batch.artifacts]
     if len(items) > 1:
         half = len(items) // 2

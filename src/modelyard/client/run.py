@@ -45,6 +45,13 @@ def _held(backend: Backend) -> set[str]:
     return _HELD_DIGESTS.setdefault(backend, set())
 
 
+@functools.lru_cache(maxsize=8)
+def _files(capture: SourceCapture) -> tuple[tuple[str, bytes, str], ...]:
+    """A capture's files with their digests, built and hashed once per capture (a sweep's
+    runs share one)."""
+    return tuple((path, data, hash_bytes(data)) for path, data in capture.artifacts().items())
+
+
 class RunTerminated(SystemExit):
     """Raised in the main thread on SIGTERM so the ``with`` block ends the run KILLED."""
 
@@ -135,7 +142,7 @@ class ActiveRun:
         self._sender.enqueue([self._metric(k, val, step, ts) for k, val in metrics.items()])
 
     def _param(self, key: str, value: Any) -> Param:
-        text = value if isinstance(value, str) else str(value)
+        text = v.as_text(value)
         param = v.validate_param(Param(self._key(key, "param key"), text))
         if key in self._params and self._params[key] != text:
             raise ParamOverwrite(
@@ -158,8 +165,8 @@ class ActiveRun:
         self.set_tags({key: value})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        items = [v.validate_tag(Tag(self._key(k, "tag key"), val if isinstance(val, str)
-                                    else str(val))) for k, val in tags.items()]
+        items = [v.validate_tag(Tag(self._key(k, "tag key"), v.as_text(val)))
+                 for k, val in tags.items()]
         self._sender.enqueue(list(items))
 
     def flush(self, timeout: float | None = None) -> None:
@@ -208,7 +215,7 @@ class ActiveRun:
 
     def _uploads_needed(self, capture: SourceCapture) -> bool:
         held = _held(self._backend)
-        return any(hash_bytes(data) not in held for data in capture.artifacts().values())
+        return any(digest not in held for _, _, digest in _files(capture))
 
     def _record(self, capture: SourceCapture, keep: set[str]) -> None:
         """Queue the capture's tags; its files travel as stored blobs when this process has
@@ -216,8 +223,7 @@ class ActiveRun:
         self._sender.enqueue([Tag(k, val) for k, val in capture.tags().items()
                               if k not in keep])
         held = _held(self._backend)
-        for artifact_path, data in capture.artifacts().items():
-            digest = hash_bytes(data)
+        for artifact_path, data, digest in _files(capture):
             if digest in held:
                 self._linked[digest] = data
                 self._sender.enqueue([ArtifactEntry(artifact_path, digest, len(data))])

@@ -264,6 +264,11 @@ def _validate_metrics(points: tuple[Metric, ...]) -> tuple[Metric, ...]:
     return tuple(out)
 
 
+def as_text(value: object) -> str:
+    """What a param or tag value is stored as: the string itself, else ``str(value)``."""
+    return value if isinstance(value, str) else str(value)
+
+
 def validate_param(param: Param) -> Param:
     validate_key(param.key, field="param key")
     _validate_text(param.value, field=f"param {param.key!r} value", limit=MAX_PARAM_VALUE_LENGTH)
