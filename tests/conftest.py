@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import uvicorn
@@ -92,6 +93,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(db_url=db_url, artifacts_url=str(tmp_path / "artifacts"))
+
+
+def _media_type(request: httpx.Request) -> None:
+    """Send what every real client of the API sends: uploads as application/octet-stream,
+    every other POST and PATCH as JSON (the server refuses other bodies, ``server.edge``).
+    Only where the test did not say: tests of the refusals send what they mean to."""
+    if "content-type" in request.headers:
+        return
+    if request.method == "PUT":
+        request.headers["content-type"] = "application/octet-stream"
+    elif request.method in ("POST", "PATCH"):
+        request.headers["content-type"] = "application/json"
+
+
+#: ``httpx.Client(..., event_hooks=CLIENT_HOOKS)``: a client that sends media types.
+CLIENT_HOOKS = {"request": [_media_type]}
 
 
 def free_port() -> int:

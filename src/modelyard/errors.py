@@ -8,11 +8,16 @@ class with :func:`error_from_code`. This module knows nothing of HTTP.
     ModelyardError
     ├── InvalidArgument            a value the caller sent is malformed or out of limits
     │   ├── InvalidFilter          a search filter / order_by that does not parse
-    │   └── UnsafePath             an artifact path that escapes its root
+    │   ├── UnsafePath             an artifact path that escapes its root
+    │   └── TooLarge               a request body or upload over the server's size limit
     ├── NotFound                   an id or name that does not exist
     │   ├── ExperimentNotFound
     │   ├── RunNotFound
     │   └── ArtifactNotFound
+    ├── Forbidden                  a request the server refuses to act on for whoever sent it
+    │                              (a foreign web page's Origin)
+    ├── UnsupportedMediaType       a body of another type than the route takes
+    ├── RequestTimeout             a request body that arrived too slowly
     ├── AlreadyExists              a unique name that is taken
     ├── Conflict                   the request contradicts stored state
     │   ├── ParamOverwrite         a param logged again with a different value
@@ -49,6 +54,10 @@ class ErrorCode(StrEnum):
     SCHEMA_OUTDATED = "SCHEMA_OUTDATED"
     UNAVAILABLE = "UNAVAILABLE"
     LOGGING_REFUSED = "LOGGING_REFUSED"
+    TOO_LARGE = "TOO_LARGE"
+    FORBIDDEN = "FORBIDDEN"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     INTERNAL = "INTERNAL"
 
 
@@ -87,6 +96,32 @@ class UnsafePath(InvalidArgument):
     """An artifact path that is absolute, climbs out with ``..``, holds NUL bytes or escapes."""
 
     code = ErrorCode.UNSAFE_PATH
+
+
+class TooLarge(InvalidArgument):
+    """A request body, an upload or a declared upload size over the server's limit."""
+
+    code = ErrorCode.TOO_LARGE
+
+
+class Forbidden(ModelyardError):
+    """The server refuses the request whatever its content: it came from a web page of another
+    origin (cross-site request forgery)."""
+
+    code = ErrorCode.FORBIDDEN
+
+
+class UnsupportedMediaType(ModelyardError):
+    """A request body of another media type than the route takes (``application/json``, or
+    ``application/octet-stream`` for uploads)."""
+
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class RequestTimeout(ModelyardError):
+    """A request body that arrived slower than the server's minimum rate; safe to retry."""
+
+    code = ErrorCode.REQUEST_TIMEOUT
 
 
 class NotFound(ModelyardError):

@@ -32,7 +32,13 @@ class Settings:
         artifacts_url: a local folder or any fsspec URL for the blob store.
         host, port, workers: where and how the server listens.
         max_request_bytes: the largest JSON body the server accepts.
+        max_artifact_bytes: the largest artifact the server accepts, in one upload or one
+            multipart session.
+        min_body_rate, body_grace_s: a request body must arrive at ``min_body_rate`` bytes a
+            second on average once ``body_grace_s`` seconds have passed.
         allowed_hosts: Host header values the server answers (DNS-rebinding protection).
+        allowed_origins: web page origins (``https://ui.example.com``) besides the server's
+            own that may send it requests that change data.
     """
 
     db_url: str
@@ -41,7 +47,11 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = 1
     max_request_bytes: int = 32 * 1024 * 1024
-    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
+    max_artifact_bytes: int = 64 * 1024**3
+    min_body_rate: int = 16 * 1024
+    body_grace_s: float = 30.0
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
+    allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def for_data_dir(cls, data_dir: str | Path = DEFAULT_DATA_DIR) -> Settings:
@@ -61,6 +71,10 @@ class Settings:
         if "MODELYARD_ALLOWED_HOSTS" in env:
             values["allowed_hosts"] = tuple(
                 h.strip() for h in env["MODELYARD_ALLOWED_HOSTS"].split(",") if h.strip()
+            )
+        if "MODELYARD_ALLOWED_ORIGINS" in env:
+            values["allowed_origins"] = tuple(
+                o.strip() for o in env["MODELYARD_ALLOWED_ORIGINS"].split(",") if o.strip()
             )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(base, **values)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import test_uploads_rest
 from modelyard.artifacts import FsspecBlobStore, hash_bytes
 from modelyard.artifacts.upload_parts import LocalPartWriter
 from modelyard.artifacts.uploads import UploadArea
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, RequestTimeout
 from modelyard.wire import routes as r
 
 MIB = 1 << 20
@@ -85,6 +85,7 @@ def test_expect_100_continue_is_answered_and_the_part_stored(
     url = r.UPLOAD_PART.url(run_id=run_id, upload_id=up, part_number="1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(f"PUT {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {MIB}\r\n"
+                     "Content-Type: application/octet-stream\r\n"
                      "Expect: 100-continue\r\n\r\n".encode())
         interim = sock.recv(1024)
         assert interim.startswith(b"HTTP/1.1 100"), interim
@@ -106,6 +107,7 @@ def test_a_part_with_bytes_beyond_its_length_stores_only_the_part(
     url = r.UPLOAD_PART.url(run_id=run_id, upload_id=up, part_number="1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(f"PUT {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {MIB}\r\n"
+                     "Content-Type: application/octet-stream\r\n"
                      "\r\n".encode() + data + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = _read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
@@ -149,7 +151,7 @@ def test_receive_from_a_socket(area: UploadArea) -> None:
         sender = threading.Thread(target=theirs.sendall, args=(data[100:],))
         sender.start()
         writer.write([data[:100]])  # what the HTTP server had already read
-        writer.receive_from(ours.fileno(), timeout=10)
+        writer.receive_from(ours.fileno(), lambda received: time.monotonic() + 10)
         sender.join()
         assert writer.commit() is True
     finally:
@@ -164,19 +166,21 @@ def test_receive_from_a_socket(area: UploadArea) -> None:
 def test_a_sender_that_stops_acknowledges_nothing(area: UploadArea, ending: str) -> None:
     session, writer = _writer(area, MIB)
     ours, theirs = _tcp_pair()
+    start = time.monotonic()
     try:
         theirs.sendall(os.urandom(MIB // 4))
         if ending == "close":
             theirs.close()
-        t0 = time.monotonic()
-        with pytest.raises(InvalidArgument) as info:
-            writer.receive_from(ours.fileno(), timeout=0.3)
+        # The rule a metered body sets: 0.3 s of grace, then 1 MiB a second.
+        expected = RequestTimeout if ending == "stall" else InvalidArgument
+        with pytest.raises(expected) as info:
+            writer.receive_from(ours.fileno(), lambda got: start + 0.3 + got / MIB)
         assert info.value.field == "body"
-        assert f"stopped after {MIB // 4} of {MIB} bytes" in info.value.message
         if ending == "stall":
-            assert "nothing arrived for 0.3 s" in info.value.message
-            assert time.monotonic() - t0 >= 0.3
+            assert f"{MIB // 4} of {MIB} bytes" in info.value.message
+            assert "too slowly" in info.value.message
         else:
+            assert f"stopped after {MIB // 4} of {MIB} bytes" in info.value.message
             assert "the connection ended" in info.value.message
     finally:
         writer.close()

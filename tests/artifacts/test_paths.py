@@ -105,6 +105,43 @@ HOSTILE: list[tuple[str, str]] = [
     ("\uff0fetc", "look-alike"),
     ("a\uff3cb", "look-alike"),
     ("\uff05\uff12\uff45", "look-alike"),
+    # look-alikes of separators (their UTS #39 skeleton is or holds '/', '\\' or ':')
+    ("..\u2215x", "U+2215 DIVISION SLASH, a look-alike of '/'"),
+    ("a/..\u2215..\u2215etc", "U+2215 DIVISION SLASH"),
+    ("a\u2044b", "U+2044 FRACTION SLASH, a look-alike of '/'"),
+    ("a\u29f8b", "U+29F8 BIG SOLIDUS"),
+    ("a\u2571b", "U+2571"),
+    ("a\u2216b", "U+2216 SET MINUS, a look-alike of '\\\\'"),
+    ("a\u29f5b", "U+29F5 REVERSE SOLIDUS OPERATOR"),
+    ("a\ufe68b", "look-alike"),  # SMALL REVERSE SOLIDUS, which NFKC also folds onto '\\'
+    ("a\ua789b", "U+A789 MODIFIER LETTER COLON, a look-alike of ':'"),
+    ("a\u2236b", "U+2236 RATIO"),
+    ("a\u02d0b", "U+02D0 MODIFIER LETTER TRIANGULAR COLON"),
+    ("\u00bd.txt", "U+00BD VULGAR FRACTION ONE HALF, which holds a look-alike of '/'"),
+    ("a%e2%88%95b", "U+2215"),  # percent-encoded: refused for that, and says what it hid
+    # segments of look-alike dots
+    ("\ua4f8\ua4f8/x", "looks like '..'"),  # LISU LETTER TONE MYA TI
+    ("a/\u0660\u0660/b", "looks like '..'"),  # ARABIC-INDIC DIGIT ZERO
+    ("a/\u2026", "look-alikes of dots"),  # HORIZONTAL ELLIPSIS, which looks like '...'
+    # invisible characters, in any segment
+    ("a\u200bb", "invisible character U+200B ZERO WIDTH SPACE"),
+    ("a/b\u200d.txt", "U+200D ZERO WIDTH JOINER"),
+    ("\ufeffa", "U+FEFF"),
+    ("a\u00adb", "U+00AD SOFT HYPHEN"),
+    ("a\u2060b", "U+2060 WORD JOINER"),
+    ("a\u061cb", "U+061C ARABIC LETTER MARK"),
+    ("a\u2066b\u2069", "bidirectional"),
+    ("x/a\u2028b", "U+2028 LINE SEPARATOR"),
+    ("a\ufe0fb", "U+FE0F VARIATION SELECTOR-16"),
+    ("a\U000e0100b", "U+E0100 VARIATION SELECTOR-17"),
+    ("a\u3164b", "U+3164 HANGUL FILLER"),
+    ("a\u2800b", "U+2800 BRAILLE PATTERN BLANK"),
+    ("a\ue000b", "private-use character U+E000"),
+    ("a\u0378b", "unassigned code point U+0378"),
+    ("a\U000e0041b", "U+E0041 TAG LATIN CAPITAL LETTER A"),
+    # U+FFFD, literal or what invalid UTF-8 in a URL decodes to: two inputs, one path
+    ("a\ufffdb", "replacement character U+FFFD"),
+    ("a%ffb", "U+FFFD"),
     # empty
     ("", "empty"),
     (".", "empty"),
@@ -170,6 +207,22 @@ def test_a_non_string_is_refused() -> None:
         ("a" * 255, "a" * 255),
         ("/".join(["abcd"] * 204) + "/abc", "/".join(["abcd"] * 204) + "/abc"),  # 1023 chars
         ("\u4e2d\u6587/\U0001f600.txt", "\u4e2d\u6587/\U0001f600.txt"),
+        # non-ASCII text stays accepted: accents, Japanese, Cyrillic, emoji, spaces
+        ("caf\u00e9/r\u00e9sum\u00e9 final.pdf", "caf\u00e9/r\u00e9sum\u00e9 final.pdf"),
+        ("\u65e5\u672c\u8a9e/\u30c7\u30fc\u30bf.csv", "\u65e5\u672c\u8a9e/\u30c7\u30fc\u30bf.csv"),
+        ("\u043c\u043e\u0434\u0435\u043b\u044c/\u0432\u0435\u0441\u0430.bin",
+         "\u043c\u043e\u0434\u0435\u043b\u044c/\u0432\u0435\u0441\u0430.bin"),
+        ("\U0001f642 smile/\U0001f680.png", "\U0001f642 smile/\U0001f680.png"),
+        # letters and marks of a script whose skeleton is a separator: KATAKANA LETTER NO
+        # (in "note"), DEVANAGARI SIGN VISARGA (in "sorrow")
+        ("\u30ce\u30fc\u30c8/x.txt", "\u30ce\u30fc\u30c8/x.txt"),
+        ("\u0926\u0941\u0903\u0916.txt", "\u0926\u0941\u0903\u0916.txt"),
+        ("x\u00b2.txt", "x\u00b2.txt"),  # kept as given, NFC but never NFKC
+        ("100%/a %.txt", "100%/a %.txt"),  # '%' has the skeleton 'o/o', but it is ASCII
+        ("\u0661\u0660\u0660/\u0660.5", "\u0661\u0660\u0660/\u0660.5"),  # Arabic-Indic digits
+        # spaces other than U+0020: visible, and file names hold them (macOS screenshots)
+        ("Screenshot 10.00.00\u202fAM.png", "Screenshot 10.00.00\u202fAM.png"),
+        ("a\u00a0b/c\u3000d", "a\u00a0b/c\u3000d"),
     ],
 )
 def test_accepted_paths_are_normalised(path: str, expected: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -29,19 +30,22 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env=env or _env())
 
 
-@pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(tmp_path: Path, *flags: str, host: str = "127.0.0.1") -> Iterator[tuple[str, Path]]:
+    """``modelyard server`` in a process, answering /health: its URL and its log file."""
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        [str(SCRIPT), "server", "--port", str(port), "--data-dir", str(tmp_path / "srv")],
+        [str(SCRIPT), "server", "--host", host, "--port", str(port),
+         "--data-dir", str(tmp_path / "srv"), *flags],
         stdout=log, stderr=subprocess.STDOUT, env=_env())
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"server exited: {(tmp_path / 'server.log').read_text()}")
+                pytest.fail(f"server exited: {log_path.read_text()}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -50,7 +54,7 @@ def server_url(tmp_path: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail("server did not answer /health within 30 s")
             time.sleep(0.1)
-        yield url
+        yield url, log_path
     finally:
         proc.terminate()
         try:
@@ -59,6 +63,12 @@ def server_url(tmp_path: Path) -> Iterator[str]:
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    with serving(tmp_path) as (url, _):
+        yield url
 
 
 def test_console_script_against_a_real_server(server_url: str, tmp_path: Path,
@@ -118,3 +128,44 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1
     assert "UNAVAILABLE" in result.stderr and "127.0.0.1" in result.stderr
+
+
+def test_binding_beyond_loopback_needs_an_explicit_insecure_flag(tmp_path: Path) -> None:
+    """Until governance adds authentication, a server others can reach must be asked for."""
+    for host in ("0.0.0.0", "::", "192.0.2.10", "example.com"):
+        refused = cli("server", "--host", host, "--port", str(free_port()),
+                      "--data-dir", str(tmp_path / "srv"))
+        assert refused.returncode != 0, host
+        assert "--insecure-no-auth" in refused.stderr and "authentication" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "srv").exists()  # refused before anything was created
+    with serving(tmp_path, "--insecure-no-auth", host="0.0.0.0") as (url, log):
+        assert httpx.get(f"{url}/health").status_code == 200
+    assert "warning: listening on 0.0.0.0 without authentication" in log.read_text()
+
+
+def test_answering_any_host_is_warned_about(tmp_path: Path) -> None:
+    with serving(tmp_path, "--allowed-host", "*") as (url, log):
+        assert httpx.get(f"{url}/health", headers={"host": "anything.example"}).status_code == 200
+    assert "warning: --allowed-host '*' answers any Host header" in log.read_text()
+
+
+def test_an_allowed_origin_flag_lets_that_page_write(tmp_path: Path) -> None:
+    ui = "https://ui.example.com"
+    with serving(tmp_path, "--allowed-origin", ui) as (url, _):
+        made = httpx.post(f"{url}/api/v1/experiments", json={"name": "from-ui"},
+                          headers={"origin": ui})
+        assert made.status_code == 201, made.text
+        forged = httpx.post(f"{url}/api/v1/experiments", json={"name": "forged"},
+                            headers={"origin": "https://evil.example"})
+        assert forged.status_code == 403
+
+
+def test_an_artifact_store_open_to_others_is_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "srv" / "artifacts").mkdir(parents=True)  # an older install's modes
+    os.chmod(tmp_path / "srv" / "artifacts", 0o755)
+    with serving(tmp_path) as (url, log):
+        assert httpx.get(f"{url}/health").status_code == 200
+    text = log.read_text()
+    assert f"warning: the artifact store {tmp_path / 'srv' / 'artifacts'} is open" in text
+    assert "chmod 700" in text

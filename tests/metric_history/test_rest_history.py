@@ -14,6 +14,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from conftest import CLIENT_HOOKS
 from modelyard.backend.remote import RemoteBackend
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.wire import routes as r
@@ -21,7 +22,7 @@ from modelyard.wire import routes as r
 
 @pytest.fixture
 def api(server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, event_hooks=CLIENT_HOOKS) as client:
         yield client
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from conftest import CLIENT_HOOKS
+
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "_worker.py"
 
@@ -104,7 +106,7 @@ class ServerProcess:
     def wait_healthy(self, timeout: float) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, timeout=2.0) as http:
+        with httpx.Client(base_url=self.url, timeout=2.0, event_hooks=CLIENT_HOOKS) as http:
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(

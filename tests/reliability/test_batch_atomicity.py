@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerThread
+from conftest import CLIENT_HOOKS, ServerThread
 from modelyard.wire.schemas import history_from_json
 
 API = "/api/v1"
@@ -20,7 +20,7 @@ TS = 1_700_000_000_000
 
 @pytest.fixture
 def http(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, event_hooks=CLIENT_HOOKS) as client:
         yield client
 
 

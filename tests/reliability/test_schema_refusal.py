@@ -11,7 +11,7 @@ import httpx
 import pytest
 from _support import ServerProcess, run_cli, show_on_failure, squash
 
-from conftest import free_port
+from conftest import CLIENT_HOOKS, free_port
 from modelyard.stores.sql.engine import make_engine
 from modelyard.stores.sql.migrate import HEAD_REVISION, current_revision, upgrade
 
@@ -88,7 +88,8 @@ def test_db_upgrade_then_server_starts(tmp_path: Path) -> None:
     logs.mkdir()
     server = ServerProcess(db_url=url, artifacts=tmp_path / "artifacts", port=free_port(),
                            log_path=logs / "server.log")
-    with show_on_failure(logs), server, httpx.Client(base_url=server.url, timeout=10) as http:
+    with show_on_failure(logs), server, httpx.Client(
+            base_url=server.url, timeout=10, event_hooks=CLIENT_HOOKS) as http:
         resp = http.post("/api/v1/experiments", json={"name": "after-upgrade"})
         assert resp.status_code in (200, 201), resp.text
         listed = http.get("/api/v1/experiments").json()["experiments"]

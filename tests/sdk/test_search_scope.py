@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import CLIENT_HOOKS
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.errors import ExperimentNotFound
 from modelyard.wire import routes as r
@@ -70,7 +71,7 @@ def test_many_experiments_are_checked_at_once(backend: Any) -> None:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_rest_answer_is_404_naming_the_field(server: Any) -> None:
-    with httpx.Client(base_url=server.url) as api:
+    with httpx.Client(base_url=server.url, event_hooks=CLIENT_HOOKS) as api:
         for route in (r.SEARCH_RUNS, r.COUNT_RUNS):
             resp = api.post(route.path, json={"experiment_ids": ["0", UNKNOWN]})
             assert resp.status_code == 404, resp.text

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from conftest import CLIENT_HOOKS
 from modelyard.backend.remote import RemoteBackend
 from modelyard.cli.main import app as cli
 from modelyard.errors import InvalidArgument, NotFound
@@ -44,7 +45,7 @@ def test_base_urls_with_a_prefix_still_work(server: Any) -> None:
 
 @sqlite_only
 def test_unknown_route_names_it_and_hints_at_the_base_url(server: Any) -> None:
-    with httpx.Client(base_url=server.url) as api:
+    with httpx.Client(base_url=server.url, event_hooks=CLIENT_HOOKS) as api:
         resp = api.get(f"{r.API}{r.LIST_EXPERIMENTS.path}")  # the prefix twice
         assert resp.status_code == 404
         err = resp.json()["error"]

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import CLIENT_HOOKS
 from modelyard.server.docs import DOCS_CSP
 from modelyard.wire import routes as r
 
@@ -55,7 +56,7 @@ def directives(csp: str) -> dict[str, set[str]]:
 
 @pytest.fixture
 def api(server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, event_hooks=CLIENT_HOOKS) as client:
         yield client
 
 

@@ -33,6 +33,8 @@ def test_client_mistakes_are_4xx_and_outages_5xx() -> None:
         ErrorCode.CONFLICT: 409, ErrorCode.PARAM_OVERWRITE: 409, ErrorCode.INVALID_STATE: 409,
         ErrorCode.UNAVAILABLE: 503, ErrorCode.SCHEMA_OUTDATED: 503, ErrorCode.INTERNAL: 500,
         ErrorCode.INTEGRITY_FAILURE: 500, ErrorCode.LOGGING_REFUSED: 409,
+        ErrorCode.FORBIDDEN: 403, ErrorCode.REQUEST_TIMEOUT: 408, ErrorCode.TOO_LARGE: 413,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     }
     assert expected == STATUS
 

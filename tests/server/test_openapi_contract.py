@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from conftest import CLIENT_HOOKS
 from modelyard.server.app import create_app
 from modelyard.server.openapi import ALWAYS, HEALTH_ERRORS
 from modelyard.settings import Settings
@@ -104,7 +105,7 @@ class Contract:
 
 @pytest.fixture
 def api(server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, event_hooks=CLIENT_HOOKS) as client:
         yield client
 
 

@@ -13,6 +13,7 @@ import blake3
 import httpx
 import pytest
 
+from conftest import CLIENT_HOOKS
 from modelyard import __version__
 from modelyard.wire import routes as r
 
@@ -24,7 +25,7 @@ SECURITY_HEADERS = {
 
 @pytest.fixture
 def api(server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, event_hooks=CLIENT_HOOKS) as client:
         yield client
 
 

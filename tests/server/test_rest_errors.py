@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from conftest import CLIENT_HOOKS
 from modelyard.domain.validation import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, MAX_BATCH_TAGS
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
@@ -29,7 +30,7 @@ FUZZ_REQUESTS_PER_ROUTE = 100  # per route and database; seeded, so failures rep
 
 @pytest.fixture
 def api(server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, event_hooks=CLIENT_HOOKS) as client:
         yield client
 
 
@@ -216,10 +217,12 @@ def test_unknown_ids_are_404_with_their_code(api: httpx.Client, ids: dict[str, s
 # ----------------------------------------------------------------------------- conflicts
 
 
-def test_gc_refuses_negative_ages_naming_them(api: httpx.Client) -> None:
+def test_gc_refuses_ages_out_of_range_naming_them(api: httpx.Client) -> None:
+    # The schema holds the range (0 to 2**63 - 1 ms): a body outside it is a 422.
     for field in ("older_than_ms", "abandoned_after_ms"):
-        resp = api.post(r.COLLECT_GARBAGE.path, json={field: -1, "dry_run": False})
-        assert_error(resp, 400, "INVALID_ARGUMENT", field)
+        for age in (-1, 2**63, 10**30):
+            resp = api.post(r.COLLECT_GARBAGE.path, json={field: age, "dry_run": False})
+            assert_error(resp, 422, "INVALID_ARGUMENT", field)
 
 
 def test_duplicate_experiment_is_409(api: httpx.Client, ids: dict[str, str]) -> None:
@@ -276,24 +279,27 @@ def test_batches_over_the_limits_are_400_naming_the_field(api: httpx.Client,
     assert api.post(url, json={"metrics": [metric] * MAX_BATCH_METRICS}).status_code == 200
 
 
-def test_bodies_over_the_size_limit_are_400(settings: Settings) -> None:
+def test_bodies_over_the_size_limit_are_413(settings: Settings) -> None:
     from conftest import ServerThread
 
     small = dataclasses.replace(settings, max_request_bytes=2048)
-    with ServerThread(small) as srv, httpx.Client(base_url=srv.url, timeout=30) as api:
+    with ServerThread(small) as srv, httpx.Client(base_url=srv.url, timeout=30,
+                                                  event_hooks=CLIENT_HOOKS) as api:
         run = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"}).json()["info"]["run_id"]
         big = {"metrics": [{"key": "m", "value": 1.0, "timestamp": i} for i in range(200)]}
         for route in BODY_ROUTES:
             url = url_for(route, {"experiment_id": "0", "run_id": run})
-            assert_error(api.request(route.method, url, json=big), 400, "INVALID_ARGUMENT",
-                         "body")
+            refused = api.request(route.method, url, json=big)
+            assert_error(refused, 413, "TOO_LARGE", "body")
+            assert "2048 bytes" in refused.json()["error"]["message"]
+            assert refused.headers["connection"] == "close"
 
             def chunked() -> Iterator[bytes]:  # no content-length: the limit still holds
                 yield json.dumps(big).encode()
 
             assert_error(api.request(route.method, url, content=chunked(),
                                      headers={"content-type": "application/json"}),
-                         400, "INVALID_ARGUMENT", "body")
+                         413, "TOO_LARGE", "body")
 
 
 # ----------------------------------------------------------------------------- search

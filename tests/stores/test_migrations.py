@@ -15,7 +15,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from modelyard.errors import ErrorCode, SchemaOutdated
+from modelyard.domain.entities import LifecycleStage
+from modelyard.errors import AlreadyExists, ErrorCode, SchemaOutdated
 from modelyard.stores.sql import open_sql_stores
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.engine import SQLITE_BUSY_TIMEOUT_MS, make_engine
@@ -315,3 +316,53 @@ def test_0003_packs_histories_into_chunks_and_the_downgrade_unpacks_them(
             "ORDER BY step, timestamp, id")).all()
     assert "metric_chunks" not in _tables(engine)
     assert [(st, ts, "nan" if nan else repr(v)) for st, ts, v, nan in rows] == expected(big)
+
+
+def test_0004_backfills_skeletons_and_keeps_existing_lookalikes_working(
+        engine: Engine) -> None:
+    """Experiments stored before 0004 whose names already look alike: the upgrade succeeds,
+    each keeps working under its own name (rename, delete, restore), and a new look-alike is
+    refused."""
+    from modelyard.stores.sql.experiments import name_skeleton
+
+    upgrade(engine, "0003")
+    cyrillic, fullwidth = "b\u0430seline", "".join(chr(ord(c) + 0xFEE0) for c in "baseline")
+    rows = [  # (name, stage) in id order 1..6: three active look-alikes, two deleted ones
+        (cyrillic, "deleted"), ("baseline", "active"), (fullwidth, "active"),
+        ("baseline", "deleted"), ("base1ine", "active"), ("other", "active"),
+    ]
+    with engine.begin() as conn:
+        for name, stage in rows:
+            conn.execute(text(
+                "INSERT INTO experiments (name, description, lifecycle_stage, creation_time, "
+                "last_update_time, deleted_time) VALUES (:n, '', :s, 1, 1, :d)"),
+                {"n": name, "s": stage, "d": 1 if stage == "deleted" else None})
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text(
+            "SELECT experiment_id, name_skeleton FROM experiments")).all())
+    key = name_skeleton("baseline")
+    # the oldest active one's name (id 2) keeps the skeleton, its deleted namesake (4) too;
+    # the others get distinct values no digest equals
+    assert stored == {0: name_skeleton("Default"), 1: "lookalike-1", 2: key, 3: "lookalike-3",
+                      4: key, 5: "lookalike-5", 6: name_skeleton("other")}
+    stores = open_sql_stores(engine.url.render_as_string(hide_password=False))
+    try:
+        ex = stores.experiments
+        assert [e.name for e in (ex.get_experiment(str(i)) for i in range(1, 7))] == [
+            name for name, _ in rows]
+        ex.update_experiment("3", name=fullwidth, description="same name, new text", now=2)
+        ex.update_experiment("5", name=None, description="renamed not", now=2)
+        ex.set_experiment_lifecycle("3", stage=LifecycleStage.DELETED, now=3)
+        ex.set_experiment_lifecycle("3", stage=LifecycleStage.ACTIVE, now=4)
+        ex.set_experiment_lifecycle("1", stage=LifecycleStage.ACTIVE, now=4)  # restorable
+        assert ex.get_experiment("1").lifecycle_stage is LifecycleStage.ACTIVE
+        assert ex.get_experiment("3").description == "same name, new text"
+        held = r"looks like the existing experiment 'baseline' \(id 2\)"
+        with pytest.raises(AlreadyExists, match=held):
+            ex.create_experiment("baseIine", description="", tags={}, now=5)
+        ex.update_experiment("5", name="base one", description=None, now=6)  # renamed away
+        assert ex.get_experiment("5").name == "base one"
+    finally:
+        stores.close()

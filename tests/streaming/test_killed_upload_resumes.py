@@ -17,6 +17,7 @@ import psutil
 import pytest
 from test_large_artifacts import PeakRss, _wait_healthy, free_port
 
+from conftest import CLIENT_HOOKS
 from modelyard.artifacts import hash_file
 from modelyard.wire import routes as r
 
@@ -71,7 +72,7 @@ def test_a_killed_upload_resumes_with_only_the_missing_parts(tmp_path: Path) -> 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
            "MODELYARD_CACHE_DIR": str(cache)}
     env.pop("MODELYARD_UPLOAD_PART_MIB", None)
-    api = httpx.Client(base_url=url, timeout=30)
+    api = httpx.Client(base_url=url, timeout=30, event_hooks=CLIENT_HOOKS)
     try:
         _wait_healthy(url, server)
         run_id = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"}).json()["info"]["run_id"]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from _proxy import CuttingProxy
 
+from conftest import CLIENT_HOOKS
 from modelyard.artifacts import hash_bytes, hash_file
 from modelyard.backend.multipart import UploadJournal
 from modelyard.backend.remote import RemoteBackend
@@ -73,7 +74,7 @@ def test_a_journaled_upload_sends_only_the_missing_parts(
 ) -> None:
     src = _file(tmp_path / "model.bin", 6 * MIB)
     data = src.read_bytes()
-    api = httpx.Client(base_url=server.url)
+    api = httpx.Client(base_url=server.url, event_hooks=CLIENT_HOOKS)
     # What a client killed after three parts leaves: a session holding them, and its journal.
     state = api.post(r.CREATE_UPLOAD.url(run_id=run_id),
                      json={"path": "model.bin", "size": len(data), "part_size": MIB}).json()

@@ -12,6 +12,12 @@ renames it into place (or keeps it when the content is already stored), and
 :meth:`~FsspecBlobStore.settle` makes sure the object exists before the temp file goes.
 Garbage collection claims an object by renaming it into ``<root>/trash/`` and then either
 restores or drops it.
+
+On a local root everything the store creates is private to the user running modelyard, whatever
+the umask: folders 0700 and files 0600, set by the mode given to ``mkdir``/``open`` (no extra
+call). Folders that already exist keep their mode, except ``tmp/``, ``trash/`` and ``uploads/``
+(:meth:`FsspecBlobStore.private_dir`). Other filesystems (``s3://``, ``memory://``) have no
+POSIX modes and are left to their own access control.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, TypeVar
 from blake3 import blake3
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 
 from modelyard.artifacts import page_cache
 from modelyard.artifacts.hashing import (
@@ -45,6 +52,8 @@ from modelyard.errors import ArtifactNotFound, IntegrityFailure, InvalidArgument
 __all__ = ["BlobRef", "BlobStore", "FsspecBlobStore", "StagedBlob", "hash_bytes", "hash_file"]
 
 MAX_READ_CHUNK = 64 << 20
+DIR_MODE = 0o700  # folders and files a local store creates (the umask can only narrow them)
+FILE_MODE = 0o600
 CLAIM_WAIT_S = 2.0  # how long a reader waits for a collection's verdict on a claimed blob
 T = TypeVar("T")
 
@@ -95,11 +104,19 @@ class FsspecBlobStore:
             return
         if self._local:
             # Temporary files are private: 0700, whatever the umask or a previous owner left.
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            os.chmod(path, 0o700)
+            make_private_dirs(path)
+            os.chmod(path, DIR_MODE)
         else:
             self._fs.makedirs(path, exist_ok=True)
         self._private_ready.add(path)
+
+    def makedirs(self, path: str) -> None:
+        """Create a folder under the root and any missing parents: 0700 on a local store
+        (existing folders keep their mode)."""
+        if self._local:
+            make_private_dirs(path)
+        else:
+            self._fs.makedirs(path, exist_ok=True)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename within the store: atomic on a local filesystem."""
@@ -145,8 +162,9 @@ class FsspecBlobStore:
         hasher = blake3()
         size = 0
         if self._local:
+            # 0600: the temp file becomes the object itself (linked or renamed into place).
             fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), FILE_MODE
             )
             with os.fdopen(fd, "wb") as f:
                 for chunk in chunks:
@@ -191,7 +209,7 @@ class FsspecBlobStore:
     def publish(self, staged: StagedBlob) -> None:
         final = self._object_path(staged.ref.digest)
         if self._local:
-            os.makedirs(posixpath.dirname(final), exist_ok=True)
+            make_private_dirs(posixpath.dirname(final))
             try:
                 # A second name for the temp file, created only if the object is absent (the
                 # temp name stays until settle(), so a collection that claims the object
@@ -212,7 +230,7 @@ class FsspecBlobStore:
         final = self._object_path(staged.ref.digest)
         if not self._fs.exists(final) and self._fs.exists(staged.temp):
             # A collection claimed the existing object between publish() and now.
-            self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            self.makedirs(posixpath.dirname(final))
             with contextlib.suppress(FileNotFoundError):
                 self.rename(staged.temp, final)
         self.remove(staged.temp)
@@ -384,7 +402,7 @@ class FsspecBlobStore:
     def restore(self, claim: str) -> None:
         path, digest = self._claim_path(claim)
         final = self._object_path(digest)
-        self._fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        self.makedirs(posixpath.dirname(final))
         # Should an upload have put the same content back meanwhile, this replaces it with
         # identical bytes: harmless.
         try:
@@ -421,6 +439,44 @@ class FsspecBlobStore:
             files += 1
             freed += int(entry["size"]) if dry_run else self.remove(str(entry["name"]))
         return files, freed
+
+
+def make_private_dirs(path: str) -> None:
+    """Create the local folder ``path`` and every missing parent with mode 0700, whatever the
+    umask (``os.makedirs`` gives the parents the default 0777 less the umask). Folders that
+    exist keep their mode. One ``mkdir`` call when only the last folder is missing or none is.
+
+    Raises:
+        FileExistsError: ``path`` is a file.
+    """
+    try:
+        os.mkdir(path, DIR_MODE)
+        return
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if not parent or parent == path:
+            raise
+    make_private_dirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:  # created concurrently
+        if not os.path.isdir(path):
+            raise
+
+
+def local_root(url: str) -> str | None:
+    """The folder a blob store URL names when it is on the local filesystem, else None (no
+    remote filesystem is contacted, nor its driver imported)."""
+    if get_protocol(url) not in LocalFileSystem.protocol:
+        return None
+    fs, root = url_to_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    return str(root).rstrip("/") or "/"
 
 
 def modified_time(info: dict[str, Any]) -> float | None:

@@ -17,6 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
+from modelyard.domain.lookalikes import (
+    code_point,
+    describe_invisible,
+    invisible_character,
+    skeleton,
+)
 from modelyard.errors import ArtifactNotFound, InvalidArgument, UnsafePath
 
 __all__ = [
@@ -41,6 +47,9 @@ _BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u20
 # What a compatibility character must not fold into (fullwidth U+FF0E, U+FF0F, U+FF05...): some
 # platforms and libraries apply NFKC or "best fit" mappings on their own.
 _FOLD_DANGER = frozenset("/\\:;?#%")
+# What no character may look like (its UTS #39 skeleton holding one): '..' + U+2215 DIVISION
+# SLASH + 'x' displays as '../x'.
+_SEPARATORS = ("/", "\\", ":")
 
 
 def _show(text: str) -> str:
@@ -75,6 +84,12 @@ def _check_characters(text: str) -> None:
             )
         if ch in _BIDI_CONTROLS:
             raise _unsafe(f"it contains the bidirectional control character U+{ord(ch):04X}")
+    hidden = invisible_character(text, spaces=True)  # a file name may hold U+202F, U+00A0
+    if hidden is not None:
+        raise _unsafe(
+            f"it contains {describe_invisible(hidden)}, which would let two different paths "
+            "display alike"
+        )
     for ch, what in _URL_PUNCTUATION.items():
         if ch in text:
             raise _unsafe(f"it contains {what} (URL syntax is not allowed in a path)")
@@ -101,8 +116,37 @@ def _check_segment(segment: str) -> None:
             f"the segment {_show(segment)} contains look-alike characters that fold to "
             f"{_show(folded)}"
         )
+    if not segment.isascii():
+        _check_lookalikes(segment)
     if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
         raise _unsafe(f"a segment is longer than {MAX_SEGMENT_BYTES} bytes in UTF-8")
+
+
+def _check_lookalikes(segment: str) -> None:
+    """Refuse look-alikes of separators, and a segment that looks like a dot segment.
+
+    Letters (but modifier letters) and marks of a script are exempt: they are words of their
+    script, such as U+30CE KATAKANA LETTER NO and U+0903 DEVANAGARI SIGN VISARGA, whose
+    skeletons are '/' and ':'.
+    """
+    for ch in segment:
+        category = unicodedata.category(ch)
+        if ch.isascii() or (category[0] in "LM" and category != "Lm"):
+            continue
+        shape = skeleton(ch)
+        sep = next((s for s in _SEPARATORS if s in shape), None)
+        if sep is not None:
+            what = "a look-alike of" if shape == sep else "which holds a look-alike of"
+            raise _unsafe(
+                f"it contains {code_point(ch)}, {what} {sep!r} (look-alikes of '/', '\\' "
+                "and ':' are refused)"
+            )
+    shape = skeleton(segment)
+    if set(shape) <= {".", " "}:
+        raise _unsafe(
+            f"the segment {_show(segment)} consists of look-alikes of dots and spaces "
+            f"(it looks like {_show(shape)})"
+        )
 
 
 def _normalize_decoded(text: str, *, allow_empty: bool) -> str:
@@ -144,11 +188,17 @@ def normalize_artifact_path(path: str, *, allow_empty: bool = False) -> str:
     Raises:
         UnsafePath: (``field="path"``) the path contains a ``..`` segment, is absolute, starts
             with a drive letter or a URL scheme (``file:``, ``s3:``...) or holds any ``:``;
-            contains NUL, control or bidirectional control characters, ``;``, ``?`` or ``#``;
-            contains a percent-encoded sequence (``%`` followed by two hex digits, at any depth
-            of encoding); has a segment of only dots and spaces, a segment whose compatibility
-            form is a separator or dot segment, a segment over 255 UTF-8 bytes; is over 1024
-            characters; or is empty while ``allow_empty`` is false.
+            contains NUL, control or bidirectional control characters, any other character
+            that is invisible (``lookalikes.invisible_character``: format characters,
+            variation selectors, private-use and unassigned code points...; spaces other than
+            U+0020 are allowed, as file names hold them) or
+            U+FFFD, ``;``, ``?`` or ``#``; contains a percent-encoded sequence (``%`` followed
+            by two hex digits, at any depth of encoding); contains a character whose UTS #39
+            skeleton holds ``/``, ``\\`` or ``:`` (U+2215 DIVISION SLASH, U+A789 MODIFIER
+            LETTER COLON, U+00BD VULGAR FRACTION ONE HALF...; letters and marks of a script
+            excepted); has a segment of only dots and spaces or of look-alikes of them, a
+            segment whose compatibility form is a separator or dot segment, a segment over 255
+            UTF-8 bytes; is over 1024 characters; or is empty while ``allow_empty`` is false.
     """
     if not isinstance(path, str):
         raise UnsafePath("an artifact path must be a string", field=_FIELD)

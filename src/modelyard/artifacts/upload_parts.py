@@ -6,12 +6,13 @@ import contextlib
 import os
 import secrets
 import select
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 from modelyard.artifacts.upload_session import UploadSession
-from modelyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from modelyard.errors import Conflict, InvalidArgument, NotFound, RequestTimeout, Unavailable
 
 try:  # POSIX; elsewhere two requests for one part are not kept apart (last write wins)
     import fcntl
@@ -53,11 +54,16 @@ class PartWriter(ABC):
     #: Whether :meth:`receive_from` can take the rest of the body from a socket directly.
     takes_descriptors = False
 
-    def receive_from(self, sock: int, timeout: float) -> None:
+    def receive_from(self, sock: int, deadline: Callable[[int], float]) -> None:
         """Receive the rest of the part from the readable non-blocking socket ``sock``.
 
+        Args:
+            deadline: given the bytes of the part received so far, the ``time.monotonic()``
+                by which more must have arrived (the server's minimum body rate).
+
         Raises:
-            InvalidArgument: the sender stopped, or sent nothing for ``timeout`` seconds.
+            InvalidArgument: the sender stopped.
+            RequestTimeout: the bytes arrived slower than ``deadline`` allows.
         """
         raise NotImplementedError
 
@@ -143,7 +149,7 @@ class LocalPartWriter(PartWriter):
 
     takes_descriptors = _SPLICE is not None
 
-    def receive_from(self, sock: int, timeout: float) -> None:
+    def receive_from(self, sock: int, deadline: Callable[[int], float]) -> None:
         """Move the rest of the part from ``sock`` into the staging file with ``splice(2)``:
         socket to pipe to file inside the kernel, never through Python's memory."""
         if _SPLICE is None or self.already:  # pragma: no cover - checked by the caller
@@ -161,8 +167,12 @@ class LocalPartWriter(PartWriter):
                     n = _SPLICE(sock, w, min(left, SPLICE_STEP),
                                 flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
                 except BlockingIOError:
-                    if not poller.poll(int(timeout * 1000)):
-                        raise self._stopped(f"nothing arrived for {timeout:g} s") from None
+                    wait = deadline(self.received) - time.monotonic()
+                    if wait <= 0 or not poller.poll(max(1, int(wait * 1000))):
+                        raise RequestTimeout(
+                            f"part {self.number} arrived too slowly: {self.received} of "
+                            f"{self.length} bytes when the server's minimum rate wanted more",
+                            field="body") from None
                     continue
                 if n == 0:
                     raise self._stopped("the connection ended")

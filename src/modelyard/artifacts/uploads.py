@@ -10,6 +10,7 @@ Every replica of the server sees the same sessions because they live in the obje
     <root>/uploads/<upload_id>/parts/<n>.lock local store: held (flock) while a request writes n
     <root>/uploads/<upload_id>/result.json    the artifact entry, once complete
 
+On a local store every folder here is created 0700 and every file 0600, whatever the umask.
 A part is acknowledged only after its bytes are durable (``fdatasync``). The upload id is 128
 random bits in hex, checked by :func:`validate_upload_id` before it comes near a path.
 """
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from modelyard.artifacts.blobs import FsspecBlobStore, modified_time
+from modelyard.artifacts.blobs import FILE_MODE, FsspecBlobStore, modified_time
 from modelyard.artifacts.hashing import validate_digest
 from modelyard.artifacts.protocol import StagedBlob
 from modelyard.artifacts.upload_digest import PrefixHashers
@@ -76,7 +77,7 @@ class UploadArea:
         body = json.dumps(data, sort_keys=True).encode()
         tmp = f"{path}.{secrets.token_hex(8)}.tmp"
         if self._local:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             with os.fdopen(fd, "wb") as f:
                 f.write(body)
                 f.flush()
@@ -104,9 +105,9 @@ class UploadArea:
         )
         self._blobs.private_dir(self._dir)
         base = self.session_dir(session.upload_id)
-        self.fs.makedirs(f"{base}/parts", exist_ok=True)
+        self._blobs.makedirs(f"{base}/parts")  # local store: 0700, like every folder here
         if self._local:
-            fd = os.open(f"{base}/data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(f"{base}/data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
                 os.ftruncate(fd, session.size)  # sparse: parts fill it at their offsets
             finally:

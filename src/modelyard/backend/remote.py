@@ -98,7 +98,7 @@ class RemoteBackend:
               timeout: float | None = None) -> Any:
         url = route.url(**{k: _seg(_PATH_VALIDATORS[k](val)) for k, val in (path or {}).items()})
         content = None if json is None else orjson.dumps(json)
-        headers = {"content-type": "application/json"} if content is not None else None
+        headers = {"content-type": r.JSON} if content is not None else None
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             resp = self._http.request(route.method, url, content=content, params=params,

@@ -90,7 +90,7 @@ def list_artifacts(
                      footer=human_bytes(sum(e.size for e in entries)))
     table.add_column("digest", no_wrap=True, style="dim")
     for e in entries:
-        table.add_row(cell(e.path), human_bytes(e.size), e.digest[:DIGEST_PREFIX])
+        table.add_row(cell(e.path), human_bytes(e.size), cell(e.digest[:DIGEST_PREFIX]))
     console.print(table)
 
 

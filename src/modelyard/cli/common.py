@@ -10,8 +10,8 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from modelyard.cli.safe_text import safe_markup
 from modelyard.errors import ModelyardError
 
 P = ParamSpec("P")
@@ -22,16 +22,18 @@ R = TypeVar("R")
 # Typer app of the CLI passes this.
 MARKUP_MODE: Literal["markdown"] = "markdown"
 
-console = Console()
-err_console = Console(stderr=True)
+# Nothing printed is parsed as markup or emoji codes, or highlighted, unless a call asks for it:
+# stored text (names, values, messages) prints as it is, escaped by ``safe_text``.
+console = Console(markup=False, emoji=False, highlight=False)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    # soft_wrap: the message stays one line whatever the width; escape: user-supplied names
-    # inside it (``[bold]``...) print literally.
+    # soft_wrap: the message stays one line whatever the width; safe_markup: stored or
+    # user-supplied text inside it (``[bold]``, an escape sequence...) prints literally.
     line = " ".join(message.split("\n"))
-    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True,
-                      soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {safe_markup(line)}", highlight=False, markup=True,
+                      emoji=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -49,7 +49,7 @@ def list_experiments(
     table.add_column("created", no_wrap=True)
     table.add_column("description", overflow="fold")
     for exp in experiments:
-        table.add_row(exp.experiment_id, cell(exp.name), exp.lifecycle_stage.value,
+        table.add_row(cell(exp.experiment_id), cell(exp.name), exp.lifecycle_stage.value,
                       fmt_time(exp.creation_time), cell(exp.description))
     console.print(table)
 

@@ -147,8 +147,8 @@ def list_runs(
     console.print(render_table(kept))
     if chosen is not None and dropped:
         err_console.print(
-            f"note: {', '.join(c.name for c in dropped)} left out, too wide for {width} "
-            "columns (widen the terminal, set COLUMNS, or use --json)",
+            cell(f"note: {', '.join(c.name for c in dropped)} left out, too wide for {width} "
+                 "columns (widen the terminal, set COLUMNS, or use --json)"),
             markup=False, highlight=False)
 
 
@@ -249,14 +249,15 @@ def compare_runs(
                   caption_justify="left")
     table.add_column("key", no_wrap=True)
     for r in runs:
-        table.add_column(Text(f"{r.name}\n{r.id}"), justify="right", overflow="fold")
+        table.add_column(cell(r.name).append("\n").append(cell(r.id)), justify="right",
+                         overflow="fold")
     for key, values in rows:
         differs = _differs(values)
         style = "bold yellow" if differs else ""
         shown = ["-" if v is None else fmt_number(v) if isinstance(v, float) else v
                  for v in values]
-        table.add_row(Text(("* " if differs else "  ") + key, style=style),
-                      *(Text(s, style=style) for s in shown))
+        table.add_row(cell(("* " if differs else "  ") + key, style),
+                      *(cell(s, style) for s in shown))
     console.print(table)
 
 

@@ -10,7 +10,6 @@ copies into ``runs show``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
+from modelyard.cli.safe_text import safe_text
 from modelyard.cli.shared import fmt_number
 from modelyard.domain.entities import Run
 from modelyard.domain.validation import validate_key
@@ -49,7 +49,6 @@ _ATTRIBUTE_PREFIXES = ("attributes.", "attribute.", "attr.", "run.")
 SHRINK_MIN = 10  # a shortened cell keeps at least this many characters (with its "…")
 GAP = 2  # spaces between two columns
 COLUMNS_EXAMPLE = "id,name,status,start,metrics.loss,params.lr,tags.team"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def parse_columns(text: str) -> list[str]:
@@ -135,19 +134,20 @@ def duration(run: Run) -> str:
 
 
 def _text(value: object, style: str = "") -> Text:
-    """User content on one line, literally (no markup; line breaks and tabs become spaces)."""
-    return Text(_CONTROL.sub(" ", str(value)), style=style)
+    """User content on one line, literally: no markup, and line breaks, tabs and other control
+    characters shown escaped (``\\n``, ``\\t``, ``\\x1b``: ``safe_text``)."""
+    return safe_text(value, style)
 
 
 _STATUS_STYLE = {"FINISHED": "green", "FAILED": "red", "KILLED": "red", "RUNNING": "yellow"}
 _ATTRIBUTES: dict[str, Callable[[Run], Text]] = {
-    "id": lambda r: Text(r.id),
+    "id": lambda r: safe_text(r.id),
     "name": lambda r: _text(r.name, "cyan"),
     "status": lambda r: Text(r.status.value, style=_STATUS_STYLE.get(r.status.value, "")),
     "start": lambda r: Text(compact_time(r.start_time)),
     "end": lambda r: Text(compact_time(r.end_time)),
     "duration": lambda r: Text(duration(r)),
-    "experiment": lambda r: Text(r.experiment_id),
+    "experiment": lambda r: safe_text(r.experiment_id),
     "user": lambda r: _text(r.user_id),
     "stage": lambda r: Text(r.info.lifecycle_stage.value),
 }
@@ -217,7 +217,7 @@ def render_table(kept: Sequence[tuple[RunColumn, int]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, GAP // 2))
     for column, width in kept:
         # Only an id wider than the whole terminal ever folds (onto two lines, still whole).
-        table.add_column(Text(column.header), justify=column.justify, width=width,
+        table.add_column(safe_text(column.header), justify=column.justify, width=width,
                          no_wrap=column.name != "id",
                          overflow="ellipsis" if column.shrink else "fold")
     for row in zip(*(column.cells for column, _ in kept), strict=True):

@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from modelyard.backend.protocol import Backend
+from modelyard.cli.safe_text import safe_text
 from modelyard.domain.entities import Experiment, Run, ViewType
 from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import ExperimentNotFound, InvalidArgument, ModelyardError, RunNotFound
@@ -187,12 +188,14 @@ def run_json(run: Run, *, with_steps: bool = False) -> dict[str, Any]:
 
 
 def say(text: str) -> None:
-    """One plain line on stdout (no markup, so user-supplied names print as they are)."""
+    """One plain line on stdout: no markup, and control characters in the user-supplied names
+    it may quote shown escaped (``safe_text``)."""
     from modelyard.cli.common import console
 
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(safe_text(text), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
-def cell(value: object) -> Text:
-    """A table cell showing user content literally (no markup interpretation)."""
-    return Text(str(value))
+def cell(value: object, style: str = "") -> Text:
+    """A table cell showing user content literally: no markup interpretation, control
+    characters shown escaped (``safe_text``)."""
+    return safe_text(value, style)

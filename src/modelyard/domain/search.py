@@ -28,6 +28,7 @@ from modelyard.domain.validation import (
     MAX_FILTER_COMPARISONS,
     MAX_FILTER_LENGTH,
     MAX_INT64,
+    MAX_ORDER_BY,
     MIN_INT64,
 )
 from modelyard.errors import InvalidFilter
@@ -428,7 +429,11 @@ def parse_filter(text: str | None) -> Expr | None:
 
 
 def parse_order_by(clauses: list[str] | tuple[str, ...] | None) -> tuple[OrderKey, ...]:
-    """Parse ``["metrics.acc DESC", "attributes.start_time"]`` into order keys."""
+    """Parse ``["metrics.acc DESC", "attributes.start_time"]`` into order keys (at most
+    ``MAX_ORDER_BY``: each one a join, and databases cap those)."""
+    if clauses is not None and len(clauses) > MAX_ORDER_BY:
+        raise InvalidFilter(f"order_by has {len(clauses)} entries; the limit is {MAX_ORDER_BY}",
+                            field="order_by")
     keys: list[OrderKey] = []
     for clause in clauses or ():
         if not isinstance(clause, str) or not clause.strip():

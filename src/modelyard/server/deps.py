@@ -9,7 +9,6 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from modelyard.errors import InvalidArgument
 from modelyard.tracking.service import TrackingService
 
 M = TypeVar("M", bound=BaseModel)
@@ -25,16 +24,10 @@ def json(data: Any, status: int = 200) -> Response:
 
 
 async def read_body(request: Request) -> bytes:
-    """The request body, refused past the configured size limit."""
-    limit: int = request.app.state.settings.max_request_bytes
-    declared = request.headers.get("content-length")
-    # isascii(): str.isdigit() also accepts '²', which int() refuses
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise InvalidArgument(f"request body exceeds {limit} bytes", field="body")
-    body = await request.body()
-    if len(body) > limit:
-        raise InvalidArgument(f"request body exceeds {limit} bytes", field="body")
-    return body or b"{}"
+    """The request body (an empty one reads as ``{}``). The edge has checked its media type,
+    and meters it as it arrives: past the size limit or too slow, reading it raises
+    ``TooLarge`` or ``RequestTimeout`` (``server.edge``, ``server.body_meter``)."""
+    return await request.body() or b"{}"
 
 
 async def parse_body(request: Request, model: type[M]) -> M:

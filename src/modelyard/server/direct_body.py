@@ -18,20 +18,25 @@ read.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
+
+from modelyard.server.body_meter import BodyMeter
 
 _UVICORN_CYCLE = "uvicorn.protocols.http.httptools_impl"
 
 
 @dataclass(frozen=True, slots=True)
 class RawBody:
-    """The rest of a request body: ``buffered`` bytes already read, then ``sock``."""
+    """The rest of a request body: ``buffered`` bytes already read, then ``sock``; the body
+    must keep to ``deadline`` (bytes received -> ``time.monotonic()``, ``server.body_meter``)."""
 
     sock: int
     buffered: bytes
+    deadline: Callable[[int], float]
 
 
 def take_over_body(request: Request) -> RawBody | None:
@@ -43,7 +48,10 @@ def take_over_body(request: Request) -> RawBody | None:
         None when the ordinary stream must be used; otherwise the socket (non-blocking) and
         the bytes already received. The connection closes after the response.
     """
-    cycle: Any = getattr(request.receive, "__self__", None)
+    meter = getattr(request.receive, "__self__", None)
+    if not isinstance(meter, BodyMeter):  # every body is metered (server.edge)
+        return None
+    cycle: Any = getattr(meter.inner, "__self__", None)
     if type(cycle).__module__ != _UVICORN_CYCLE:
         return None
     headers = request.headers
@@ -67,4 +75,4 @@ def take_over_body(request: Request) -> RawBody | None:
     flow.pause_reading()
     cycle.body = bytearray()
     cycle.keep_alive = False  # the parser is behind the socket now: close after answering
-    return RawBody(fd, bytes(body))
+    return RawBody(fd, bytes(body), meter.deadline)

@@ -4,7 +4,7 @@ The Swagger UI distribution comes from the ``fastapi-offline`` package (a runtim
 that ships ``swagger-ui-bundle.js`` and ``swagger-ui.css``); the page and the script that starts
 Swagger UI are here. The page has no inline script or style, so its Content-Security-Policy
 (:data:`DOCS_CSP`) allows scripts and styles from this server only; every other response keeps
-the API's ``default-src 'none'`` (``server.app.SecurityHeaders``).
+the API's ``default-src 'none'`` (``server.headers.SecurityHeaders``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from modelyard.errors import ErrorCode, ModelyardError
+from modelyard.server.headers import SECURITY_HEADERS
 from modelyard.wire.routes import API
 
 log = logging.getLogger("modelyard.server")
@@ -32,6 +34,10 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.PARAM_OVERWRITE: 409,
     ErrorCode.INVALID_STATE: 409,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INTEGRITY_FAILURE: 500,
     ErrorCode.SCHEMA_OUTDATED: 503,
     ErrorCode.UNAVAILABLE: 503,
@@ -42,9 +48,22 @@ STATUS: dict[ErrorCode, int] = {
 }
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   *, close: bool = False) -> Response:
+    """The one error body. It carries the security headers itself: Starlette sends its
+    last-resort 500 from outside every middleware. ``close``: end the connection after it
+    (a body left unread, too large or too slow, must not be read on)."""
     body = {"error": {"code": code, "message": message, "field": field}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    headers = dict(SECURITY_HEADERS)
+    if close:
+        headers["connection"] = "close"
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def response_for(exc: ModelyardError, *, close: bool = False) -> Response:
+    return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.field,
+                          close=close)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -86,7 +105,16 @@ def install_error_handlers(app: FastAPI) -> None:
         status = STATUS.get(exc.code, 500)
         if status >= 500:
             log.error("request failed: %s (%s)", exc.message, exc.code)
-        return error_response(status, exc.code, exc.message, exc.field)
+        return response_for(exc, close=status in (408, 413))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, _: ClientDisconnect) -> Response:
+        # An ordinary event (a client stopped, a network broke): one line, no traceback.
+        log.info("client disconnected before sending the whole body: %s %s",
+                 request.method, request.url.path)
+        return error_response(400, ErrorCode.INVALID_ARGUMENT,
+                              "the client disconnected before sending the whole body", "body",
+                              close=True)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> Response:

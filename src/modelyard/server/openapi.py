@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelyard.server.deps import request_schema
+from modelyard.wire import routes as r
 from modelyard.wire.responses import ErrorOut
 
 API_DESCRIPTION = """\
@@ -34,11 +35,17 @@ a stable code; each route lists the statuses it can answer.
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid argument: a malformed value, filter, page token or path, malformed JSON, a "
-         "body too large, or a Host header that does not name this server "
+         "URL that is not UTF-8, or a Host header that does not name this server "
          "(codes INVALID_ARGUMENT, INVALID_FILTER, UNSAFE_PATH).",
+    403: "Sent by a web page of another origin, or a CORS preflight (code FORBIDDEN, field "
+         "origin).",
     404: "Not found (codes NOT_FOUND, EXPERIMENT_NOT_FOUND, RUN_NOT_FOUND, ARTIFACT_NOT_FOUND).",
     409: "Conflict with the current state (codes ALREADY_EXISTS, CONFLICT, PARAM_OVERWRITE, "
          "INVALID_STATE).",
+    408: "The body arrived slower than the server's minimum rate (code REQUEST_TIMEOUT).",
+    413: "The body, or the upload it declares, is over the server's limit (code TOO_LARGE).",
+    415: "The body's Content-Type is not the one the route takes (code "
+         "UNSUPPORTED_MEDIA_TYPE, field content-type).",
     416: "Range not satisfiable (code INVALID_ARGUMENT, field Range; Content-Range names the "
          "size).",
     422: "The body or a parameter does not fit the schema (code INVALID_ARGUMENT, naming the "
@@ -50,6 +57,10 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 
 # Every route can answer these: a refused Host header, a bug, the database being unreachable.
 ALWAYS = (400, 500, 503)
+# What the edge can answer (server.edge): any write, to a foreign Origin; a route that takes
+# a body, to its media type, size and rate. Added from the route table.
+WRITE_ERRORS = (403,)
+BODY_ERRORS = (408, 413, 415)
 # ... except the liveness probe, which reads no database.
 HEALTH_ERRORS = (400, 500)
 
@@ -139,13 +150,15 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
                               description=app.description)
-            for operations in doc.get("paths", {}).values():
-                for operation in operations.values():
+            for path, operations in doc.get("paths", {}).items():
+                for method, operation in operations.items():
+                    route = _ROUTES.get((method.upper(), path))
                     for param in operation.get("parameters", ()):
                         if param.get("in") == "path" and param["name"] in PATH_PARAMETERS:
                             described = dict(PATH_PARAMETERS[param["name"]])
                             param["description"] = described.pop("description")
                             param["schema"] = described
+                    _add_edge_errors(operation, route)
                     answer = operation.get("responses", {}).get("422", {})
                     schema = answer.get("content", {}).get("application/json", {}).get("schema")
                     if schema == {"$ref": "#/components/schemas/HTTPValidationError"}:
@@ -157,3 +170,20 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ROUTES = {(x.method, x.path.replace(":path}", "}")): x for x in r.ALL_ROUTES}
+
+
+def _add_edge_errors(operation: dict[str, Any], route: r.Route | None) -> None:
+    if route is None:
+        return
+    codes = (*(WRITE_ERRORS if route.method not in ("GET", "HEAD") else ()),
+             *(BODY_ERRORS if route.body is not None else ()))
+    responses = operation.setdefault("responses", {})
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for code in codes:
+        responses.setdefault(str(code), {
+            "description": ERROR_DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": error}}})
+    operation["responses"] = dict(sorted(responses.items()))

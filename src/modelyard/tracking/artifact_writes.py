@@ -21,11 +21,23 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from modelyard.domain.entities import ArtifactEntry
+from modelyard.domain.entities import ArtifactEntry, LifecycleStage
+from modelyard.errors import InvalidState
 
 if TYPE_CHECKING:
     from modelyard.artifacts.protocol import BlobStore, StagedBlob
-    from modelyard.stores.protocols import ArtifactIndex
+    from modelyard.stores.protocols import ArtifactIndex, RunStore
+
+
+def require_active_run(runs: RunStore, run_id: str) -> None:
+    """Refuse an artifact write to a run that is gone or deleted before any byte is stored
+    (the manifest refuses it again, for a run deleted meanwhile: step 4).
+
+    Raises:
+        RunNotFound; InvalidState (the run is deleted).
+    """
+    if runs.get_run(run_id).info.lifecycle_stage is not LifecycleStage.ACTIVE:
+        raise InvalidState(f"run {run_id} is deleted", field="run_id")
 
 
 def publish_artifact(index: ArtifactIndex, blobs: BlobStore, *, run_id: str, path: str,

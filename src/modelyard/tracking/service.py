@@ -35,7 +35,7 @@ from modelyard.domain.paging import Page
 from modelyard.domain.retention import ABANDONED_AFTER_MS
 from modelyard.domain.search import parse_filter, parse_order_by
 from modelyard.errors import ArtifactNotFound, ExperimentNotFound, InvalidArgument
-from modelyard.tracking.artifact_writes import publish_artifact
+from modelyard.tracking.artifact_writes import publish_artifact, require_active_run
 from modelyard.tracking.gc import GcReport, collect_garbage
 
 if TYPE_CHECKING:
@@ -52,6 +52,10 @@ def now_ms() -> int:
 
 
 def _tags(tags: dict[str, str] | None, *, allow_system: bool = True) -> dict[str, str]:
+    """The tags given at creation (of an experiment or a run), checked."""
+    if tags is not None and len(tags) > v.MAX_CREATE_TAGS:
+        raise InvalidArgument(f"{len(tags)} tags given; the limit is {v.MAX_CREATE_TAGS} "
+                              "(set more afterwards, in batches)", field="tags")
     out: dict[str, str] = {}
     for key, value in (tags or {}).items():
         tag = v.validate_tag(Tag(key, value), allow_system=allow_system)
@@ -87,6 +91,9 @@ def _experiment_scope(experiment_ids: Sequence[str] | None) -> list[str] | None:
             "experiment_ids must be a non-empty list (omit it to search every experiment)",
             field="experiment_ids",
         )
+    if len(experiment_ids) > v.MAX_SEARCH_EXPERIMENTS:
+        raise InvalidArgument(f"{len(experiment_ids)} experiment_ids given; the limit is "
+                              f"{v.MAX_SEARCH_EXPERIMENTS}", field="experiment_ids")
     return list(dict.fromkeys(
         v.validate_experiment_id(e, field="experiment_ids") for e in experiment_ids))
 
@@ -401,7 +408,7 @@ class TrackingService:
         """Store one file's bytes as a blob, then name it in the run's manifest."""
         run_id = v.validate_run_id(run_id)
         clean = normalize_artifact_path(path)
-        self._runs.get_run(run_id)  # refuse before spending I/O on an unknown run
+        require_active_run(self._runs, run_id)  # before spending I/O on it
         staged = self._blobs.stage_stream(chunks)
         # Leased while it is published, so a concurrent gc cannot take the blob.
         return publish_artifact(self._index, self._blobs, run_id=run_id, path=clean,

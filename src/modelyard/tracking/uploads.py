@@ -24,9 +24,9 @@ from modelyard.artifacts.uploads import (
     validate_upload_id,
 )
 from modelyard.domain import validation as v
-from modelyard.domain.entities import ArtifactEntry, LifecycleStage
-from modelyard.errors import Conflict, InvalidArgument, InvalidState, NotFound
-from modelyard.tracking.artifact_writes import publish_artifact
+from modelyard.domain.entities import ArtifactEntry
+from modelyard.errors import Conflict, InvalidArgument, NotFound
+from modelyard.tracking.artifact_writes import publish_artifact, require_active_run
 
 if TYPE_CHECKING:
     from modelyard.artifacts.protocol import BlobStore
@@ -98,9 +98,7 @@ class UploadService:
         clean = normalize_artifact_path(path)
         if digest is not None:
             validate_digest(digest)
-        run = self._runs.get_run(run_id)
-        if run.info.lifecycle_stage is not LifecycleStage.ACTIVE:
-            raise InvalidState(f"run {run_id} is deleted", field="run_id")
+        require_active_run(self._runs, run_id)
         session = self._area.create(
             run_id=run_id, path=clean, size=size,
             part_size=DEFAULT_PART_SIZE if part_size is None else part_size,
@@ -153,6 +151,7 @@ class UploadService:
         done = self._state(session).artifact
         if done is not None:
             return done
+        require_active_run(self._runs, session.run_id)  # before the parts are assembled
         try:
             staged = self._area.stage(session)
         except (NotFound, Conflict):

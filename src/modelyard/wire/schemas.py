@@ -26,6 +26,17 @@ from modelyard.domain.entities import (
 )
 from modelyard.domain.history import HistoryColumns
 from modelyard.domain.retention import ABANDONED_AFTER_MS, PURGE_AFTER_MS
+from modelyard.domain.validation import (
+    MAX_BATCH_ARTIFACTS,
+    MAX_BATCH_METRICS,
+    MAX_BATCH_PARAMS,
+    MAX_BATCH_TAGS,
+    MAX_CREATE_TAGS,
+    MAX_INT64,
+    MAX_ORDER_BY,
+    MAX_SEARCH_EXPERIMENTS,
+    MIN_INT64,
+)
 
 
 class _Strict(BaseModel):
@@ -33,14 +44,25 @@ class _Strict(BaseModel):
 
 
 Float = Annotated[float, Field(allow_inf_nan=True)]
+# Every integer is range-checked: what a database column holds (int64), or a size or age.
+Int64 = Annotated[StrictInt, Field(ge=MIN_INT64, le=MAX_INT64)]
+NonNegative = Annotated[StrictInt, Field(ge=0, le=MAX_INT64)]
+
+def _documented_max(count: int, keyword: str = "maxItems") -> Any:
+    """A count limit the document states and the domain enforces (a 400 naming the limit, in
+    both modes), not pydantic (a 422)."""
+    return Field(json_schema_extra={keyword: count})
+
+
+Tags = Annotated[dict[StrictStr, StrictStr], _documented_max(MAX_CREATE_TAGS, "maxProperties")]
 
 
 class MetricIn(_Strict):
     key: StrictStr
     # JSON has no NaN or infinities: they travel as these three strings.
     value: Float | StrictInt | Literal["NaN", "Infinity", "-Infinity"]
-    step: StrictInt = 0
-    timestamp: StrictInt
+    step: Int64 = 0
+    timestamp: Int64
 
 
 class KeyValueIn(_Strict):
@@ -51,7 +73,7 @@ class KeyValueIn(_Strict):
 class CreateExperimentIn(_Strict):
     name: StrictStr
     description: StrictStr = ""
-    tags: dict[StrictStr, StrictStr] = {}
+    tags: Tags = {}
 
 
 class UpdateExperimentIn(_Strict):
@@ -68,14 +90,14 @@ class CreateRunIn(_Strict):
     experiment_id: StrictStr
     run_name: StrictStr | None = None
     user_id: StrictStr = "unknown"
-    start_time: StrictInt | None = None
-    tags: dict[StrictStr, StrictStr] = {}
+    start_time: Int64 | None = None
+    tags: Tags = {}
     parent_run_id: StrictStr | None = None
 
 
 class UpdateRunIn(_Strict):
     status: StrictStr | None = None
-    end_time: StrictInt | None = None
+    end_time: Int64 | None = None
     run_name: StrictStr | None = None
 
 
@@ -86,7 +108,7 @@ class RunCreateIn(_Strict):
     experiment_id: StrictStr
     run_name: StrictStr
     user_id: StrictStr = "unknown"
-    start_time: StrictInt
+    start_time: Int64
     parent_run_id: StrictStr | None = None
 
 
@@ -94,7 +116,7 @@ class RunEndIn(_Strict):
     """End the run after the batch is written."""
 
     status: StrictStr  # FINISHED, FAILED or KILLED
-    end_time: StrictInt
+    end_time: Int64
 
 
 class StoredArtifactIn(_Strict):
@@ -103,7 +125,7 @@ class StoredArtifactIn(_Strict):
 
     path: StrictStr
     digest: StrictStr
-    size: StrictInt
+    size: NonNegative
 
 
 class LogBatchIn(_Strict):
@@ -111,41 +133,44 @@ class LogBatchIn(_Strict):
 
     batch_id: StrictStr | None = None
     create: RunCreateIn | None = None
-    metrics: list[MetricIn] = []
-    params: list[KeyValueIn] = []
-    tags: list[KeyValueIn] = []
-    artifacts: list[StoredArtifactIn] = []
+    metrics: Annotated[list[MetricIn], _documented_max(MAX_BATCH_METRICS)] = []
+    params: Annotated[list[KeyValueIn], _documented_max(MAX_BATCH_PARAMS)] = []
+    tags: Annotated[list[KeyValueIn], _documented_max(MAX_BATCH_TAGS)] = []
+    artifacts: Annotated[list[StoredArtifactIn], _documented_max(MAX_BATCH_ARTIFACTS)] = []
     end: RunEndIn | None = None
 
 
+ExperimentIds = Annotated[list[StrictStr], _documented_max(MAX_SEARCH_EXPERIMENTS)]
+
+
 class SearchRunsIn(_Strict):
-    experiment_ids: list[StrictStr] | None = None  # omitted: every experiment
+    experiment_ids: ExperimentIds | None = None  # omitted: every experiment
     filter: StrictStr | None = None
-    order_by: list[StrictStr] = []
+    order_by: Annotated[list[StrictStr], _documented_max(MAX_ORDER_BY)] = []
     view: StrictStr = "active_only"
-    max_results: StrictInt = 1000
+    max_results: Int64 = 1000
     page_token: StrictStr | None = None
     include_total: StrictBool = False
 
 
 class CountRunsIn(_Strict):
-    experiment_ids: list[StrictStr] | None = None
+    experiment_ids: ExperimentIds | None = None
     filter: StrictStr | None = None
     view: StrictStr = "active_only"
 
 
 class CollectGarbageIn(_Strict):
-    older_than_ms: StrictInt = PURGE_AFTER_MS
+    older_than_ms: NonNegative = PURGE_AFTER_MS
     dry_run: StrictBool = True
-    abandoned_after_ms: StrictInt = ABANDONED_AFTER_MS
+    abandoned_after_ms: NonNegative = ABANDONED_AFTER_MS
 
 
 class CreateUploadIn(_Strict):
     """Open a resumable multipart upload of ``size`` bytes to artifact ``path``."""
 
     path: StrictStr
-    size: StrictInt
-    part_size: StrictInt | None = None
+    size: NonNegative
+    part_size: NonNegative | None = None
     digest: StrictStr | None = None  # BLAKE3 hex of the whole file, checked at completion
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from modelyard.artifacts.upload_parts import PartWriter
+from modelyard.errors import TooLarge
 from modelyard.server.deps import json, parse_body
 from modelyard.server.direct_body import RawBody, take_over_body
 from modelyard.server.openapi import api_doc, binary_body
@@ -25,7 +26,6 @@ from modelyard.wire import schemas as w
 router = APIRouter(tags=["uploads"])
 
 HANDOFF_BYTES = 1 << 20  # body bytes gathered on the event loop per hand-off to a thread
-RAW_BODY_TIMEOUT_S = 60.0  # a part read from the socket fails after this long with no bytes
 
 
 def _uploads(request: Request) -> UploadService:
@@ -46,9 +46,13 @@ def state_to_json(state: UploadState) -> dict[str, Any]:
 
 @router.post(r.CREATE_UPLOAD.path, summary="Open a resumable multipart upload",
              **api_doc(out.UploadStateOut, status=201, body=w.CreateUploadIn,
-                       errors=(404, 409)))
+                       errors=(404, 409, 413)))
 async def create_upload(request: Request, run_id: str) -> Response:
     body = await parse_body(request, w.CreateUploadIn)
+    limit: int = request.app.state.settings.max_artifact_bytes
+    if body.size > limit:  # refused before any space is set aside for it
+        raise TooLarge(f"the upload declares {body.size} bytes; the server's limit for one "
+                       f"artifact is {limit} bytes", field="size")
     svc = _uploads(request)
     state = await anyio.to_thread.run_sync(
         lambda: svc.create(run_id, body.path, size=body.size, part_size=body.part_size,
@@ -100,7 +104,7 @@ async def upload_part(request: Request, run_id: str, upload_id: str,
 def _receive_raw(writer: PartWriter, raw: RawBody) -> None:
     if raw.buffered:
         writer.write([raw.buffered])
-    writer.receive_from(raw.sock, RAW_BODY_TIMEOUT_S)
+    writer.receive_from(raw.sock, raw.deadline)
 
 
 def _acknowledged(writer: PartWriter, fresh: bool) -> Response:

@@ -1,17 +1,27 @@
-"""Engines for SQLite (WAL, busy timeout, foreign keys) and PostgreSQL (psycopg 3)."""
+"""Engines for SQLite (WAL, busy timeout, foreign keys) and PostgreSQL (psycopg 3).
+
+A SQLite database file that does not exist yet is created here, 0600, before SQLite opens it,
+and any missing folder above it 0700, whatever the umask: SQLite itself would create it 0644,
+and it gives the ``-wal`` and ``-shm`` files the permission bits of the database file. An
+existing file or folder keeps its mode.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from modelyard.errors import InvalidArgument
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DB_FILE_MODE = 0o600  # the database and, after it, its -wal and -shm files
+DIR_MODE = 0o700
 
 
 def normalize_db_url(url: str) -> str:
@@ -23,6 +33,41 @@ def normalize_db_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL (or bare path) names; None for any other database, an
+    in-memory one, or a ``file:`` URI (``?uri=true``), whose file SQLite opens as it says."""
+    try:
+        parsed = make_url(normalize_db_url(url))
+    except ArgumentError:
+        return None
+    return _sqlite_file(parsed)
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (and missing folders above it 0700) unless it
+    exists; an explicit mode at creation, so the umask can only narrow it."""
+    missing: list[Path] = []
+    folder = path.parent
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # created concurrently
+            new.mkdir(mode=DIR_MODE)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, flags, DB_FILE_MODE))
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -65,8 +110,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         raise InvalidArgument(f"not a database URL: {url!r}", field="db") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_file(parsed)
+        if path is not None:
+            _create_private_file(path)
         engine = create_engine(normalized, **kwargs)
         _configure_sqlite(engine)
         return engine

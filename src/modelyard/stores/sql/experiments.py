@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.domain.entities import Experiment, LifecycleStage, ViewType
+from modelyard.domain.lookalikes import skeleton
 from modelyard.domain.paging import Page, decode_cursor, encode_cursor, query_fingerprint
 from modelyard.domain.validation import is_experiment_id
 from modelyard.errors import AlreadyExists, ExperimentNotFound, InvalidArgument, InvalidState
@@ -39,16 +42,64 @@ def _name_taken(name: str) -> AlreadyExists:
     return AlreadyExists(f"an experiment named {name!r} already exists", field="name")
 
 
+def name_skeleton(name: str) -> str:
+    """What ``experiments.name_skeleton`` holds for ``name``: the SHA-256 (hex) of its UTS #39
+    skeleton, so that names that look alike have the same one. A digest, not the skeleton
+    itself: a skeleton can be many times longer than its name (one ligature decomposes into
+    up to 18 characters), and PostgreSQL bounds what one index entry may hold."""
+    return hashlib.sha256(skeleton(name).encode("utf-8")).hexdigest()
+
+
+_ACTIVE = LifecycleStage.ACTIVE.value
+
+
+def _lookalike(conn: Connection, name: str, key: str, *, exclude: int | None) -> Any:
+    """The experiment, active or deleted, whose name differs from ``name`` but has its
+    skeleton ``key`` (an active one first, then the oldest), or None. ``exclude`` is the
+    experiment being renamed: a name may look like its own."""
+    e = s.experiments.c
+    query = select(e.experiment_id, e.name, e.lifecycle_stage).where(
+        e.name_skeleton == key, e.name != name)
+    if exclude is not None:
+        query = query.where(e.experiment_id != exclude)
+    return conn.execute(
+        query.order_by((e.lifecycle_stage == _ACTIVE).desc(), e.experiment_id).limit(1)
+    ).first()
+
+
+def _looks_taken(name: str, holder: Any) -> AlreadyExists:
+    state = "" if holder.lifecycle_stage == _ACTIVE else ", deleted"
+    return AlreadyExists(
+        f"experiment name {name!r} looks like the existing experiment {holder.name!r} "
+        f"(id {holder.experiment_id}{state}); choose a name that differs visibly",
+        field="name",
+    )
+
+
+def _checked_skeleton(conn: Connection, name: str, *, exclude: int | None = None) -> str:
+    """``name``'s skeleton digest, once no other experiment's name looks like it.
+
+    Deleted experiments count (restoring one would collide with the look-alike); the unique
+    index over active experiments is what keeps two concurrent writers from both passing."""
+    key = name_skeleton(name)
+    holder = _lookalike(conn, name, key, exclude=exclude)
+    if holder is not None:
+        raise _looks_taken(name, holder)
+    return key
+
+
 class SqlExperimentStore(SqlBase):
     def create_experiment(
         self, name: str, *, description: str, tags: dict[str, str], now: int
     ) -> str:
         try:
             with self._write() as conn:
+                key = _checked_skeleton(conn, name)
                 new_id = conn.execute(
                     s.experiments.insert()
                     .values(
                         name=name,
+                        name_skeleton=key,
                         description=description,
                         lifecycle_stage=LifecycleStage.ACTIVE.value,
                         creation_time=now,
@@ -62,8 +113,22 @@ class SqlExperimentStore(SqlBase):
                         [{"experiment_id": new_id, "key": k, "value": v} for k, v in tags.items()],
                     )
         except IntegrityError:
-            raise _name_taken(name) from None
+            raise self._name_conflict(name) from None
         return str(new_id)
+
+    def _name_conflict(self, name: str, *, exclude: int | None = None) -> AlreadyExists:
+        """Why writing ``name`` violated a unique index (read after the failed transaction):
+        an active experiment holds it, or (a concurrent writer won) one looks like it."""
+        with self._read() as conn:
+            e = s.experiments.c
+            query = select(e.experiment_id).where(e.name == name, e.lifecycle_stage == _ACTIVE)
+            if exclude is not None:
+                query = query.where(e.experiment_id != exclude)
+            if conn.execute(query).first() is None:
+                holder = _lookalike(conn, name, name_skeleton(name), exclude=exclude)
+                if holder is not None:
+                    return _looks_taken(name, holder)
+        return _name_taken(name)
 
     def _get(self, conn: Connection, exp_id: int) -> Experiment:
         row = conn.execute(
@@ -122,20 +187,21 @@ class SqlExperimentStore(SqlBase):
     ) -> None:
         exp_id = _exp_id(experiment_id)
         values: dict[str, object] = {"last_update_time": now}
-        if name is not None:
-            values["name"] = name
         if description is not None:
             values["description"] = description
         try:
             with self._write() as conn:
-                self._get(conn, exp_id)
+                current = self._get(conn, exp_id)
+                if name is not None and name != current.name:
+                    values["name"] = name
+                    values["name_skeleton"] = _checked_skeleton(conn, name, exclude=exp_id)
                 conn.execute(
                     update(s.experiments)
                     .where(s.experiments.c.experiment_id == exp_id)
                     .values(**values)
                 )
         except IntegrityError:
-            raise _name_taken(name or "") from None
+            raise self._name_conflict(name or "", exclude=exp_id) from None
 
     def set_experiment_lifecycle(
         self, experiment_id: str, *, stage: LifecycleStage, now: int, new_name: str | None = None
@@ -146,16 +212,35 @@ class SqlExperimentStore(SqlBase):
                 self._set_lifecycle(conn, exp_id, stage=stage, now=now, new_name=new_name)
         except IntegrityError:
             if new_name is not None:
-                raise _name_taken(new_name) from None
-            name = self.get_experiment(experiment_id).name
-            holder = self.get_experiment_by_name(name)
+                raise self._name_conflict(new_name, exclude=exp_id) from None
+            raise self._restore_conflict(exp_id) from None
+
+    def _restore_conflict(self, exp_id: int) -> AlreadyExists:
+        """Why restoring ``exp_id`` under its own name violated a unique index: an active
+        experiment holds the name, or has a name that looks like it."""
+        e = s.experiments.c
+        with self._read() as conn:
+            row = conn.execute(
+                select(e.name, e.name_skeleton).where(e.experiment_id == exp_id)
+            ).one()
+            holder = conn.execute(
+                select(e.experiment_id, e.name)
+                .where(e.lifecycle_stage == _ACTIVE, e.experiment_id != exp_id)
+                .where((e.name == row.name) | (e.name_skeleton == row.name_skeleton))
+                .order_by((e.name == row.name).desc())
+                .limit(1)
+            ).first()
+        if holder is not None and holder.name != row.name:
+            why = (f"looks like the name {holder.name!r} of the active experiment "
+                   f"{holder.experiment_id}")
+        else:
             held_by = f" (id {holder.experiment_id})" if holder is not None else ""
-            raise AlreadyExists(
-                f"cannot restore experiment {experiment_id}: its name {name!r} is taken by an "
-                f"active experiment{held_by}; restore it under another name "
-                "(new_name= in the SDK, --new-name in the CLI)",
-                field="name",
-            ) from None
+            why = f"is taken by an active experiment{held_by}"
+        return AlreadyExists(
+            f"cannot restore experiment {exp_id}: its name {row.name!r} {why}; restore it "
+            "under another name (new_name= in the SDK, --new-name in the CLI)",
+            field="name",
+        )
 
     def _set_lifecycle(
         self, conn: Connection, exp_id: int, *, stage: LifecycleStage, now: int,
@@ -170,8 +255,9 @@ class SqlExperimentStore(SqlBase):
         values: dict[str, object] = {
             "lifecycle_stage": stage.value, "last_update_time": now, "deleted_time": deleted,
         }
-        if new_name is not None:
+        if new_name is not None and new_name != current.name:
             values["name"] = new_name
+            values["name_skeleton"] = _checked_skeleton(conn, new_name, exclude=exp_id)
         conn.execute(
             update(s.experiments).where(s.experiments.c.experiment_id == exp_id).values(**values)
         )

@@ -47,6 +47,9 @@ class ExperimentRow(Base):
     creation_time: Mapped[int] = mapped_column(BigInteger)
     last_update_time: Mapped[int] = mapped_column(BigInteger)
     deleted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # What the name looks like: the SHA-256 (hex) of its UTS #39 skeleton
+    # (``experiments.name_skeleton()`` in this package), so that names that look alike collide.
+    name_skeleton: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
         # Only an active experiment holds its name: a deleted one no longer blocks it.
@@ -54,6 +57,12 @@ class ExperimentRow(Base):
               sqlite_where=text("lifecycle_stage = 'active'"),
               postgresql_where=text("lifecycle_stage = 'active'")),
         Index("ix_experiments_name", "name", "lifecycle_stage"),
+        # No two active experiments look alike. A deleted one keeps its skeleton, so that
+        # the store can refuse a look-alike of it too (which its restore would collide with).
+        Index("uq_experiments_active_name_skeleton", "name_skeleton", unique=True,
+              sqlite_where=text("lifecycle_stage = 'active'"),
+              postgresql_where=text("lifecycle_stage = 'active'")),
+        Index("ix_experiments_name_skeleton", "name_skeleton", "name"),
     )
 
 
