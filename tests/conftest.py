@@ -3,44 +3,31 @@
 PostgreSQL tests run whenever the server is reachable (``MODELYARD_TEST_POSTGRES_URL``, default
 ``postgresql://postgres@127.0.0.1:5432/test``); with ``CI=true`` they are mandatory and fail
 loudly when it is not.
+
+Only fixtures live here; what tests share besides is in ``support`` (``support.servers``,
+``support.databases``, ...). Test modules import from there, never from a conftest.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
-import uvicorn
-from sqlalchemy import text
 
 from modelyard.settings import Settings
-
-PG_BASE = os.environ.get(
-    "MODELYARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _pg_reachable() -> str | None:
-    try:
-        with psycopg.connect(PG_BASE, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means "not reachable"; the reason is reported
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, Maintenance, RunStore
+from modelyard.stores.sql import SqlStores, open_sql_stores
+from support.databases import IN_CI, PG_BASE, pg_unreachable, reset_postgres
+from support.servers import ServerThread
 
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session; its URL."""
-    problem = _pg_reachable()
+    problem = pg_unreachable()
     if problem is not None:
         if IN_CI:
             pytest.fail(f"CI=true but PostgreSQL at {PG_BASE} is unreachable: {problem}")
@@ -58,28 +45,6 @@ def pg_database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def reset_postgres(url: str) -> None:
-    """Empty every table (keeping the schema and the Default experiment)."""
-    from modelyard.stores.sql.engine import make_engine
-    from modelyard.stores.sql.migrate import ensure_schema
-
-    engine = make_engine(url)
-    try:
-        ensure_schema(engine)
-        with engine.begin() as conn:
-            conn.execute(text(
-                "TRUNCATE metrics, metric_chunks, latest_metrics, params, tags, artifacts, "
-                "ingested_batches, runs, experiment_tags, blob_leases RESTART IDENTITY CASCADE"
-            ))
-            conn.execute(text("DELETE FROM experiments WHERE experiment_id <> 0"))
-            conn.execute(text("UPDATE experiments SET lifecycle_stage = 'active', "
-                              "deleted_time = NULL"))
-            conn.execute(text("SELECT setval(pg_get_serial_sequence('experiments', "
-                              "'experiment_id'), 1, false)"))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty metadata database: a SQLite file, or the session's PostgreSQL database."""
@@ -95,56 +60,19 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(db_url=db_url, artifacts_url=str(tmp_path / "artifacts"))
 
 
-def _media_type(request: httpx.Request) -> None:
-    """Send what every real client of the API sends: uploads as application/octet-stream,
-    every other POST and PATCH as JSON (the server refuses other bodies, ``server.edge``).
-    Only where the test did not say: tests of the refusals send what they mean to."""
-    if "content-type" in request.headers:
-        return
-    if request.method == "PUT":
-        request.headers["content-type"] = "application/octet-stream"
-    elif request.method in ("POST", "PATCH"):
-        request.headers["content-type"] = "application/json"
-
-
-#: ``httpx.Client(..., event_hooks=CLIENT_HOOKS)``: a client that sends media types.
-CLIENT_HOOKS = {"request": [_media_type]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerThread:
-    """A real uvicorn server on a loopback port, in a background thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        from modelyard.server.app import create_app
-
-        self.port = free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                log_level="warning", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+@pytest.fixture
+def stores(db_url: str) -> Iterator[SqlStores]:
+    """The SQL stores on each database, for the store-level tests."""
+    s = open_sql_stores(db_url)
+    # the SQL stores satisfy the protocols the services are written against
+    _e: ExperimentStore = s.experiments
+    _r: RunStore = s.runs
+    _a: ArtifactIndex = s.artifacts
+    _m: Maintenance = s.maintenance
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture

@@ -9,7 +9,11 @@ class with :func:`error_from_code`. This module knows nothing of HTTP.
     ├── InvalidArgument            a value the caller sent is malformed or out of limits
     │   ├── InvalidFilter          a search filter / order_by that does not parse
     │   ├── UnsafePath             an artifact path that escapes its root
+    │   ├── SchemaViolation        a request body or parameter that does not fit the schema
+    │   ├── RangeNotSatisfiable    a byte range outside the content
+    │   ├── MethodNotAllowed       an HTTP method the path does not take
     │   └── TooLarge               a request body or upload over the server's size limit
+    ├── Unauthenticated            no credentials, or credentials that identify nobody
     ├── NotFound                   an id or name that does not exist
     │   ├── ExperimentNotFound
     │   ├── RunNotFound
@@ -25,14 +29,20 @@ class with :func:`error_from_code`. This module knows nothing of HTTP.
     ├── IntegrityFailure           stored bytes do not match their digest
     ├── SchemaOutdated             the database schema is older than this code
     ├── Unavailable                a backend could not be reached (retryable)
+    │   └── RateLimited            too many requests for now (retryable, later)
     └── LoggingRefused             values logged in the background that a backend refused
                                    (raised by flush() and at run end; lists each key)
 
-Messages reach users: they name the offending field and never contain secrets or SQL.
+Messages reach users: they name the offending field and never contain secrets or SQL. An error
+may carry ``details``, one :class:`ErrorDetail` per failed condition (a gate that refuses for
+several reasons lists each). On the wire an error also names its parent's code, so a client
+that does not know a newer code raises the nearest class it knows (:func:`error_from_code`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -58,7 +68,20 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "FORBIDDEN"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    SCHEMA_VIOLATION = "SCHEMA_VIOLATION"
+    RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    RATE_LIMITED = "RATE_LIMITED"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL = "INTERNAL"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """One failed condition of an error: what failed, and the field it concerns."""
+
+    message: str
+    field: str | None = None
 
 
 class ModelyardError(Exception):
@@ -67,14 +90,17 @@ class ModelyardError(Exception):
     Args:
         message: a sentence for a human, naming what was wrong.
         field: the name of the offending input field, when there is one.
+        details: each condition that failed, when there are several.
     """
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None,
+                 details: Sequence[ErrorDetail] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.details = tuple(details)
 
     def __str__(self) -> str:
         return self.message
@@ -98,10 +124,35 @@ class UnsafePath(InvalidArgument):
     code = ErrorCode.UNSAFE_PATH
 
 
+class SchemaViolation(InvalidArgument):
+    """A request body or parameter that does not fit the route's schema (a wrong type, an
+    unknown field, a number out of range): HTTP 422. Raised by the server's edge only."""
+
+    code = ErrorCode.SCHEMA_VIOLATION
+
+
+class MethodNotAllowed(InvalidArgument):
+    """An HTTP method the path does not take (GET on an upload route, ...)."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED
+
+
+class RangeNotSatisfiable(InvalidArgument):
+    """A byte range (HTTP ``Range``) that is malformed or lies outside the content."""
+
+    code = ErrorCode.RANGE_NOT_SATISFIABLE
+
+
 class TooLarge(InvalidArgument):
     """A request body, an upload or a declared upload size over the server's limit."""
 
     code = ErrorCode.TOO_LARGE
+
+
+class Unauthenticated(ModelyardError):
+    """The request carries no credentials, or ones that identify nobody."""
+
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class Forbidden(ModelyardError):
@@ -184,6 +235,12 @@ class Unavailable(ModelyardError):
     code = ErrorCode.UNAVAILABLE
 
 
+class RateLimited(Unavailable):
+    """Too many requests for now; retry later (the message may say when)."""
+
+    code = ErrorCode.RATE_LIMITED
+
+
 class LoggingRefused(ModelyardError):
     """Values logged in the background that the backend refused: every other value was stored.
 
@@ -194,8 +251,9 @@ class LoggingRefused(ModelyardError):
     code = ErrorCode.LOGGING_REFUSED
 
     def __init__(self, message: str, *, field: str | None = None,
+                 details: Sequence[ErrorDetail] = (),
                  refused: tuple[RefusedValue, ...] = ()) -> None:
-        super().__init__(message, field=field)
+        super().__init__(message, field=field, details=details)
         self.refused = refused
 
 
@@ -231,13 +289,29 @@ _BY_CODE: dict[ErrorCode, type[ModelyardError]] = {
 }
 
 
-def error_from_code(code: str, message: str, *, field: str | None = None) -> ModelyardError:
+def parent_code(error: ModelyardError | type[ModelyardError]) -> ErrorCode | None:
+    """The code of the nearest ancestor class with another code (None for the root)."""
+    cls = error if isinstance(error, type) else type(error)
+    for base in cls.__mro__[1:]:
+        if issubclass(base, ModelyardError) and base.code != cls.code:
+            return base.code
+    return None
+
+
+def error_from_code(code: str, message: str, *, field: str | None = None,
+                    parent: str | None = None,
+                    details: Sequence[ErrorDetail] = ()) -> ModelyardError:
     """Rebuild the exception a remote peer raised from its wire code.
 
-    Unknown codes (a newer server) become the nearest safe class: :class:`ModelyardError`.
+    A code this version does not know (a newer server) becomes the class of ``parent``, the
+    code of its nearest ancestor, when that one is known; else :class:`ModelyardError`.
     """
-    try:
-        cls = _BY_CODE[ErrorCode(code)]
-    except ValueError:
-        cls = ModelyardError
-    return cls(message, field=field)
+    for candidate in (code, parent):
+        if candidate is None:
+            continue
+        try:
+            cls = _BY_CODE[ErrorCode(candidate)]
+        except ValueError:
+            continue
+        return cls(message, field=field, details=details)
+    return ModelyardError(message, field=field, details=details)

@@ -39,6 +39,9 @@ class Settings:
         allowed_hosts: Host header values the server answers (DNS-rebinding protection).
         allowed_origins: web page origins (``https://ui.example.com``) besides the server's
             own that may send it requests that change data.
+        direct_upload_body: take multipart upload parts straight from the socket into the
+            staging file (Linux ``splice``), past uvicorn's body handling, which reads its
+            private internals (checked at start-up); off: the ordinary ASGI stream.
     """
 
     db_url: str
@@ -52,6 +55,7 @@ class Settings:
     body_grace_s: float = 30.0
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
     allowed_origins: tuple[str, ...] = ()
+    direct_upload_body: bool = False
 
     @classmethod
     def for_data_dir(cls, data_dir: str | Path = DEFAULT_DATA_DIR) -> Settings:

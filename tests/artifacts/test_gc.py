@@ -274,3 +274,36 @@ def test_cli_gc_against_either_database(env: Env, db_url: str) -> None:
     assert report["runs"] == [run] and report["bytes_freed"] == 777
     assert env.disk() == before - 777
     assert "audit: gc {" in real.stderr
+
+
+def test_a_blob_only_another_referrer_names_survives(env: Env) -> None:
+    """gc keeps what any referrer names, not only run manifests: a capability's own table of
+    digests (here a real table, created for the test, standing for registry model versions)
+    keeps its blobs alive once it is in the referrer registry, on both databases."""
+    from sqlalchemy import Column, MetaData, String, Table
+
+    from modelyard.stores.sql.maintenance import SqlMaintenance
+    from modelyard.stores.sql.referrers import REFERRERS, BlobReferrer
+
+    pins = Table("test_blob_pins", MetaData(), Column("digest", String(64), nullable=False))
+    engine = env.stores.maintenance.engine
+    pins.create(engine, checkfirst=True)
+    try:
+        pinned = env.blobs.put_stream([b"a model version's weights"]).digest
+        loose = env.blobs.put_stream([b"nobody's"]).digest
+        with engine.begin() as conn:
+            conn.execute(pins.insert().values(digest=pinned))
+        maintenance = SqlMaintenance(engine, referrers=(*REFERRERS,
+                                                        BlobReferrer("pins", pins, pins.c.digest)))
+        dry = collect_garbage(maintenance, env.blobs, older_than_ms=60_000, now_ms=now_ms(),
+                              dry_run=True)
+        assert dry.blobs == 1  # the loose one only
+        report = collect_garbage(maintenance, env.blobs, older_than_ms=60_000,
+                                 now_ms=now_ms(), dry_run=False)
+        assert report.blobs == 1
+        assert env.blobs.read_bytes(pinned) == b"a model version's weights"
+        assert not env.blobs.exists(loose)
+        # The registry as shipped does not know the test's table: the same blob is freed.
+        assert env.gc().blobs == 1 and not env.blobs.exists(pinned)
+    finally:
+        pins.drop(engine, checkfirst=True)

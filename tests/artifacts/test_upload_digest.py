@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from residency import honours_dontneed, linux_only, resident_bytes
 
 from modelyard.artifacts import FsspecBlobStore, hash_bytes
 from modelyard.artifacts.page_cache import LARGE_FILE, WriteBehind, releasing_reader
@@ -18,6 +17,7 @@ from modelyard.artifacts.upload_digest import PrefixHashers
 from modelyard.artifacts.uploads import UploadArea, UploadSession
 from modelyard.backend.files import write_verified
 from modelyard.errors import Conflict, NotFound
+from support.page_cache import honours_dontneed, linux_only, resident_bytes
 
 MIB = 1 << 20
 RUN = "b" * 32

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import modelyard
-from cli.cli_support import Data
+from support.cli import Data
 
 
 def _write_runs(uri: str) -> Data:

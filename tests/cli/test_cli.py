@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from cli.cli_support import Data
 from modelyard.cli.runs import data_columns
 from modelyard.domain.entities import LifecycleStage, Run, RunInfo, RunStatus
+from support.cli import Data
 
 # ---------------------------------------------------------------------- experiments
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.cli_support import Data
 from modelyard.artifacts.hashing import hash_bytes
+from support.cli import Data
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -28,9 +28,9 @@ import pytest
 from typer.testing import Result
 
 import modelyard
-from cli.cli_support import SCRIPT, Data, terminal_env
 from modelyard.cli import common
 from modelyard.cli.safe_text import safe_markup, safe_text, visible
+from support.cli import SCRIPT, Data, terminal_env
 
 # Names and user ids refuse control (and invisible) characters, not markup or emoji codes; free
 # text (param and tag values, descriptions) holds anything but NUL.

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.cli_support import Data
 from modelyard.cli.gc import DRY_RUN_NOTE, parse_duration
 from modelyard.errors import InvalidArgument
+from support.cli import Data
+from support.waiting import wait_until
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -53,7 +54,7 @@ def test_gc_frees_exactly_the_deleted_runs_unique_blobs(data: Data, tmp_path: Pa
         "experiment_id"]
     data.ok("runs", "delete", data.runs["r1"])
     data.ok("experiments", "delete", "other")  # deletes o1 with it
-    time.sleep(0.01)  # deleted strictly before "now - 0s"
+    time.sleep(0.01)  # a clock tick, not an event to wait for: deleted strictly before "now"
 
     blobs = Path(data.uri) / "artifacts"
     gc = ("gc", "--data-dir", data.uri)
@@ -141,8 +142,8 @@ def _past_deletion(data: Data) -> None:
     before now - --older-than)."""
     gone = json.loads(data.ok("runs", "list", "--view", "deleted_only", "--json").stdout)
     last = max(r["deleted_time"] for r in gone)
-    while time.time() * 1000 <= last + 1:
-        time.sleep(0.001)
+    wait_until(lambda: time.time() * 1000 > last + 1, timeout=5, interval=0.001,
+               what="the clock to pass the last deletion")
 
 
 def test_gc_uri_a_data_folder_is_embedded_mode(data: Data, tmp_path: Path,

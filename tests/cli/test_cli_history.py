@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import modelyard
-from cli.cli_support import Data
+from support.cli import Data
 
 
 def _long_run(data: Data) -> str:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.cli_support import Data
+from support.cli import Data
 
 
 def test_issue_11_commands_through_a_server(server: Any, tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_issue_11_commands_through_a_server(server: Any, tmp_path: Path) -> None
     assert f"restored experiment {old}" in out
 
     data.ok("runs", "delete", ids["b"])
-    time.sleep(0.01)  # deleted strictly before "now - 0s"
+    time.sleep(0.01)  # a clock tick, not an event to wait for: deleted strictly before "now"
     dry = json.loads(data.ok("gc", "--older-than", "0s", "--json").stdout)
     assert dry["dry_run"] and dry["runs"] == [ids["b"]]
     done = data.ok("gc", "--older-than", "0s", "--no-dry-run")

@@ -12,7 +12,6 @@ from rich.text import Text
 from typer.testing import CliRunner
 
 import modelyard
-from cli.cli_support import Data, on_a_terminal, terminal_env
 from modelyard.cli.main import app
 from modelyard.cli.runs_table import (
     SHRINK_MIN,
@@ -22,6 +21,7 @@ from modelyard.cli.runs_table import (
     parse_columns,
 )
 from modelyard.errors import InvalidArgument
+from support.cli import Data, on_a_terminal, terminal_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 

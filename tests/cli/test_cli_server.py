@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 import modelyard
-from conftest import free_port
+from support.servers import free_port, wait_healthy
 
 SCRIPT = Path(sys.executable).with_name("modelyard")
 
@@ -42,18 +41,7 @@ def serving(tmp_path: Path, *flags: str, host: str = "127.0.0.1") -> Iterator[tu
         stdout=log, stderr=subprocess.STDOUT, env=_env())
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not answer /health within 30 s")
-            time.sleep(0.1)
+        wait_healthy(url, proc, timeout=30, log=log_path)
         yield url, log_path
     finally:
         proc.terminate()

@@ -9,11 +9,11 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metric_history.reference import reference_downsample
 from modelyard.domain.entities import Metric
 from modelyard.domain.history import HistoryColumns, bucket_count
 from modelyard.stores.sql.chunks import in_history_order
 from modelyard.stores.sql.downsample import Downsampler
+from support.downsampling import reference_downsample
 
 point = st.tuples(
     st.one_of(st.floats(allow_nan=True, allow_infinity=True),

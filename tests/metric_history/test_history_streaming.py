@@ -15,7 +15,8 @@ from modelyard.backend.remote import RemoteBackend
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.domain.history import HistoryFormat
 from modelyard.stores.sql import open_sql_stores
-from streaming.test_large_artifacts import PeakRss, _wait_healthy, free_port
+from support.memory import PeakRss
+from support.servers import free_port, wait_healthy
 
 POINTS = 2_000_000
 BUDGET = 64 * 1024 * 1024  # server RSS growth allowed while streaming (2M points ≈ 48 MB raw)
@@ -47,7 +48,7 @@ def test_two_million_points_stream_with_bounded_server_memory(tmp_path: Path) ->
          "--data-dir", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = RemoteBackend(url)
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server)
         # warm up: the first export imports pyarrow, which is not what is measured
         client.export_metric_history(run_id, "nothing", tmp_path / "w", format=HistoryFormat.CSV)
         assert len(client.get_metric_history(run_id, "loss", max_points=1000)) <= 1000

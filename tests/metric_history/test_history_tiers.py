@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from metric_history.conftest import new_run
-from metric_history.reference import reference_downsample
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.errors import IntegrityFailure, RunNotFound
 from modelyard.stores.sql import SqlStores, history
+from support.downsampling import reference_downsample
+from support.stores import new_run
 
 NAN, INF = math.nan, math.inf
 

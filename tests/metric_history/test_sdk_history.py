@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from metric_history.reference import reference_downsample
 from modelyard.domain.entities import Metric
 from modelyard.errors import InvalidArgument, RunNotFound
+from support.downsampling import reference_downsample
 
 NAN, INF = math.nan, math.inf
 VALUES = [0.1, 1 / 3, NAN, INF, -INF, -0.0, 5e-324, 1.7976931348623157e308,

@@ -1,7 +1,7 @@
 """Downsampled and streamed metric histories in the SQL store, on SQLite and PostgreSQL.
 
 The store downsamples its packed columns; every answer is compared with a plain-Python
-statement of the same rule (``reference.py``) on the full history read back.
+statement of the same rule (``support.downsampling``) on the full history read back.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metric_history.conftest import new_run
-from metric_history.reference import reference_downsample
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.errors import RunNotFound
 from modelyard.stores.sql import SqlStores
+from support.downsampling import reference_downsample
+from support.stores import new_run
 
 NAN, INF = math.nan, math.inf
 INT64 = (-(2**63), 2**63 - 1)

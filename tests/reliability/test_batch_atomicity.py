@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS, ServerThread
 from modelyard.wire.schemas import history_from_json
+from support.servers import CLIENT_HOOKS, ServerThread
 
 API = "/api/v1"
 TS = 1_700_000_000_000

@@ -7,17 +7,19 @@ import time
 from pathlib import Path
 
 import pytest
-from _support import (
+
+from modelyard.backend.remote import RemoteBackend
+from modelyard.domain.entities import RunStatus
+from support.databases import reset_postgres
+from support.processes import (
     ServerProcess,
     assert_clean_log,
     show_on_failure,
     start_worker,
     wait_all,
 )
-
-from conftest import free_port, reset_postgres
-from modelyard.backend.remote import RemoteBackend
-from modelyard.domain.entities import RunStatus
+from support.servers import free_port
+from support.waiting import wait_until
 
 WORKERS = 16
 KEYS = 4
@@ -27,7 +29,7 @@ EXPERIMENT = "concurrency"
 
 
 def value_of(index: int, key: int, step: int) -> float:
-    return index * 1000.0 + key + step / 1024.0  # the same formula as _worker.py
+    return index * 1000.0 + key + step / 1024.0  # the same formula as support/scripts/sdk_worker.py
 
 
 def last_json_line(path: Path) -> dict[str, object]:
@@ -55,12 +57,13 @@ def run_concurrent_writers(db_url: str, tmp_path: Path) -> None:
                      str(FLUSH_EVERY), str(sync)],
                     out=logs / f"worker-{i:02}.out", err=logs / f"worker-{i:02}.err"))
             # Release every worker at once, after all have started their run.
-            deadline = time.monotonic() + 120
-            while len(list(sync.glob("ready-*"))) < WORKERS:
+            def all_ready() -> bool:
                 crashed = [i for i, p in enumerate(procs) if p.poll() is not None]
                 assert not crashed, f"workers {crashed} exited before logging"
-                assert time.monotonic() < deadline, "workers did not all start within 120 s"
-                time.sleep(0.05)
+                return len(list(sync.glob("ready-*"))) == WORKERS
+
+            wait_until(all_ready, timeout=120, interval=0.05,
+                       what=f"all {WORKERS} workers to start their run")
             started = time.monotonic()
             print(f"all workers ready after {started - t0:.1f} s")
             (sync / "go").touch()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _support import ServerProcess, run_cli, show_on_failure, squash
 
-from conftest import CLIENT_HOOKS, free_port
 from modelyard.stores.sql.engine import make_engine
 from modelyard.stores.sql.migrate import HEAD_REVISION, current_revision, upgrade
+from support.processes import ServerProcess, run_cli, show_on_failure, squash
+from support.servers import CLIENT_HOOKS, free_port
 
 
 def migrated_db(path: Path) -> str:

@@ -8,17 +8,17 @@ import json
 import sqlite3
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _support import ServerProcess, assert_clean_log, show_on_failure, start_worker, tail
 
-from conftest import ServerThread, free_port
 from modelyard.backend.remote import RemoteBackend
 from modelyard.domain.entities import LogBatch, Metric, Param, RunStatus, Tag
+from support.processes import ServerProcess, assert_clean_log, show_on_failure, start_worker, tail
+from support.servers import ServerThread, free_port
+from support.waiting import wait_until
 
 POINTS = 200_000
 FLUSH_EVERY = 10_000
@@ -26,14 +26,19 @@ FLUSH_EVERY = 10_000
 
 def wait_for_line(path: Path, prefix: str, proc: subprocess.Popen[bytes],
                   timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in path.read_text().splitlines():
-            if line.startswith(prefix):
-                return line
+    """The first line of ``path`` that starts with ``prefix``, once the client wrote it."""
+
+    def line() -> str | None:
+        for ln in path.read_text().splitlines():
+            if ln.startswith(prefix):
+                return ln
         assert proc.poll() is None, f"client exited early:\n{tail(path)}"
-        time.sleep(0.02)
-    raise AssertionError(f"no {prefix!r} line within {timeout} s:\n{tail(path)}")
+        return None
+
+    try:
+        return wait_until(line, timeout=timeout, what=f"a {prefix!r} line from the client")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{tail(path)}") from None
 
 
 @pytest.mark.slow
@@ -49,14 +54,23 @@ def test_sigkill_mid_ingestion_then_restart(tmp_path: Path) -> None:
         client = start_worker(["stream", server.url, "crash", str(POINTS), str(FLUSH_EVERY)],
                               out=out, err=err)
         try:
-            # Kill once the client is demonstrably streaming: its first flush came back.
+            # Kill once the client is demonstrably streaming: its first flush came back, and
+            # the server holds points logged after it (batches are on their way).
+            run_id = wait_for_line(out, "run ", client, timeout=60).split()[1]
             wait_for_line(out, "flushed ", client, timeout=60)
-            time.sleep(0.3)
+            watcher = RemoteBackend(server.url)
+            try:
+                wait_until(lambda: watcher.get_run(run_id).latest_metrics["loss"].step
+                           >= FLUSH_EVERY, timeout=60,
+                           what="points after the first flush to reach the server")
+            finally:
+                watcher.close()
             server.kill()
             killed_at = sum(1 for ln in out.read_text().splitlines()
                             if ln.startswith("flushed "))
             assert client.poll() is None, "the client finished before the server was killed"
-            time.sleep(1.0)  # the sender meets connection errors and backs off meanwhile
+            # The sender meets connection errors (and backs off) before the server is back.
+            wait_for_line(out, "log WARNING modelyard: backend unavailable", client, timeout=60)
             server.start()
             client.wait(180)
         finally:

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ServerThread
 from modelyard.backend.local import LocalBackend
 from modelyard.cli.main import app as cli
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.domain.history import HistoryFormat
 from modelyard.settings import Settings
+from support.servers import ServerThread
 
 UMASKS = [0o022, 0o077]
 

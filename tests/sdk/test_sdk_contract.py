@@ -40,6 +40,7 @@ from modelyard.errors import (
     UnsafePath,
 )
 from modelyard.settings import Settings
+from support.servers import ServerThread
 
 TRAVERSALS = ["../x", "/etc/passwd", "a/%2e%2e/b", "a/../../b", "..", "./..", "a\\..\\b",
               "%2e%2e/x", "a/%252e%252e/b"]
@@ -622,8 +623,6 @@ def _error_cases(run_id: str, deleted_id: str, tmp: Path) -> dict[str, Callable[
 
 
 def test_local_and_remote_raise_the_same_errors(settings: Settings, tmp_path: Path) -> None:
-    from conftest import ServerThread
-
     local = LocalBackend(settings)
     with ServerThread(settings) as srv:
         remote = RemoteBackend(srv.url)
@@ -675,7 +674,9 @@ _SIGTERM_SCRIPT = textwrap.dedent("""
         while True:
             run.log_metric("m", float(i), step=i)
             i += 1
-            time.sleep(0.005)
+            if i == 120:
+                print("logging", flush=True)  # mid-run: the test may send its signal now
+            time.sleep(0.005)  # a training step's pace, the script's behaviour: not a wait
 """)
 
 _ATEXIT_SCRIPT = textwrap.dedent("""
@@ -698,10 +699,20 @@ def script_env(server: Any) -> dict[str, str]:
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The script's next line of output, waited for until ``timeout``. Read a byte at a time
+    from the pipe itself, so nothing beyond the line sits unseen in a buffer while the next
+    call waits for the pipe."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "the script did not signal readiness in time"
-    return proc.stdout.readline().strip()
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, "the script did not signal readiness in time"
+        byte = os.read(fd, 1)
+        assert byte, f"the script ended its output before a whole line: {line!r}"
+        line += byte
+    return line.decode().strip()
 
 
 @pytest.fixture
@@ -721,7 +732,7 @@ def test_sigterm_mid_run_ends_it_killed(script_env: dict[str, str], tmp_path: Pa
             run_id = _read_line(proc, 30)
             assert len(run_id) == 32, run_id
             assert remote_reader.get_run(run_id).status is RunStatus.RUNNING
-            time.sleep(0.2)  # mid-run: logging in progress
+            assert _read_line(proc, 30) == "logging"  # mid-run: logging in progress
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=30)
         finally:

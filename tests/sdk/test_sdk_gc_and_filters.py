@@ -24,7 +24,7 @@ def test_collect_garbage_reports_then_frees_and_keeps_what_is_used(sdk: Any,
     with sdk.start_run(experiment="gc") as kept:
         kept.log_text(shared.decode(), "shared.txt")
     sdk.delete_run(doomed.id)
-    time.sleep(0.01)  # the deletion is strictly older than "now"
+    time.sleep(0.01)  # a clock tick, not an event to wait for: deleted strictly before "now"
 
     report = sdk.collect_garbage(timedelta(0))  # a dry run by default
     assert report.dry_run and report.runs == (doomed.id,)

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 import modelyard
-from conftest import ServerThread
 from modelyard import errors
 from modelyard.backend.remote import RemoteBackend
 from modelyard.domain.entities import ArtifactEntry, LogBatch, NewRun, Param, RunStatus, Tag
@@ -36,6 +35,7 @@ from modelyard.errors import (
 )
 from modelyard.settings import Settings
 from modelyard.tracking.source import RecentCaptures
+from support.servers import ServerThread
 
 
 class Counting:

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS
 from modelyard.domain.entities import LogBatch, Metric
 from modelyard.errors import ExperimentNotFound
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS
 
 UNKNOWN = "987654321"
 

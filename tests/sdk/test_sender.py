@@ -1,7 +1,8 @@
 """The background sender against real backends: embedded, and a real server over HTTP.
 
-Timing assertions are loose on purpose (shared CI machines); what is strict is the data: every
-point stored exactly once, in order, and every refusal reported.
+No assertion here is about speed (that is the benchmark's, ``bench/``); waits are for events,
+with generous deadlines (shared CI machines). What is strict is the data: every point stored
+exactly once, in order, and every refusal reported.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import ServerThread, free_port
 from modelyard.backend.local import LocalBackend
 from modelyard.backend.remote import RemoteBackend
 from modelyard.client.run import ActiveRun
@@ -32,19 +32,12 @@ from modelyard.errors import (
     Unavailable,
 )
 from modelyard.settings import Settings
+from support.servers import ServerThread, free_port
+from support.waiting import wait_until, waiting_in
 
 
 def points(start: int, stop: int, key: str = "m") -> list[Metric]:
     return [Metric(key, float(i), i, 1_000 + i) for i in range(start, stop)]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def steps(backend: Any, run_id: str, key: str = "m") -> list[int]:
@@ -73,14 +66,15 @@ def make(senders: list[BatchSender], *args: Any, **kwargs: Any) -> BatchSender:
     return s
 
 
-def test_log_metric_returns_in_microseconds(backend: Any, run: Run) -> None:
+def test_ten_thousand_log_metric_calls_are_stored_in_order(backend: Any, run: Run) -> None:
+    # How long a log_metric call takes its caller is measured by the benchmark, not here:
+    # bench/ workload (a), "one metric per call" (bench/workloads_modelyard.py
+    # w_metric_stream), reported as "(a) log_metric calls/s, the caller's side" in
+    # bench/results.md (and docs/benchmarks.md for the runs of record).
     active = ActiveRun(backend, run)
     try:
-        started = time.perf_counter()
         for i in range(10_000):
             active.log_metric("loss", i * 0.001, step=i)
-        elapsed = time.perf_counter() - started
-        assert elapsed < 1.0, f"10,000 log_metric calls took {elapsed:.3f} s"
         active.flush()
         assert steps(backend, run.id, "loss") == list(range(10_000))
     finally:
@@ -93,10 +87,13 @@ def test_batches_leave_by_size_and_by_interval(backend: Any, run: Run,
     for m in points(0, 50):
         by_size.enqueue([m])
     # Full: it leaves at once, without flush(), long before the 60 s interval.
-    assert wait_until(lambda: len(steps(backend, run.id)) == 50, 1.5)
+    wait_until(lambda: len(steps(backend, run.id)) == 50, timeout=10,  # well inside 60 s
+               what="a full batch to leave without flush()")
     by_size.enqueue(points(50, 60))
+    # Not a wait for an event: a window in which nothing may happen (no event says "the
+    # sender decided not to send"); 10 points are neither full nor due for 60 s.
     time.sleep(0.3)
-    assert len(steps(backend, run.id)) == 50  # 10 points: neither full nor due
+    assert len(steps(backend, run.id)) == 50
     assert by_size.pending == 10
     by_size.close()
     assert steps(backend, run.id) == list(range(60))  # close() flushed the rest
@@ -105,8 +102,9 @@ def test_batches_leave_by_size_and_by_interval(backend: Any, run: Run,
     by_time = make(senders, backend, other.id, batch_size=10_000, interval=0.5)
     by_time.enqueue(points(0, 7))
     assert steps(backend, other.id) == []  # not due yet
-    # Due 0.5 s after its first point: stored without any flush() within ~1.5 s.
-    assert wait_until(lambda: steps(backend, other.id) == list(range(7)), 1.5)
+    # Due 0.5 s after its first point: stored without any flush().
+    wait_until(lambda: steps(backend, other.id) == list(range(7)), timeout=10,
+               what="a batch that is due to leave without flush()")
     assert by_time.pending == 0
 
 
@@ -151,9 +149,10 @@ def test_back_pressure_blocks_enqueue_instead_of_dropping(backend: Any, run: Run
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    time.sleep(0.4)
-    # The backend is stuck: the producer is blocked, holding at most max_pending queued points
-    # plus the one batch in flight.
+    # The backend is stuck: the producer ends up blocked in enqueue (never done with its 100
+    # points), holding at most max_pending queued points plus the one batch in flight.
+    wait_until(lambda: waiting_in(producer, "enqueue"), timeout=20,
+               what="the producer to block in enqueue() (back-pressure)")
     assert producer.is_alive()
     assert 20 <= enqueued <= 25
     assert sender.pending <= 25
@@ -279,15 +278,6 @@ def test_a_refused_creation_is_raised_and_refuses_what_was_logged(
 # ----------------------------------------------------------------------------- outages
 
 
-class ServerOnPort(ServerThread):
-    """conftest's ServerThread, listening on a port chosen in advance."""
-
-    def __init__(self, settings: Settings, port: int) -> None:
-        super().__init__(settings)
-        self.port = port
-        self.server.config.port = port
-
-
 def test_retries_while_the_server_is_down_then_stores_exactly_once(
     settings: Settings, senders: list[BatchSender]
 ) -> None:
@@ -300,19 +290,21 @@ def test_retries_while_the_server_is_down_then_stores_exactly_once(
 
         def sleep(delay: float) -> None:
             delays.append(delay)
-            time.sleep(min(delay, 0.05))  # the real policy's delays, compressed
+            # The sender's own back-off (what it is given to sleep with), compressed: the
+            # behaviour under test, not a wait for an event.
+            time.sleep(min(delay, 0.05))
 
         sender = make(senders, remote, run.id, batch_size=100, interval=0.05, sleep=sleep)
         sender.enqueue(points(0, 250))
         sender.enqueue([Param("p", "v")])
-        assert wait_until(lambda: len(delays) >= 4, 5)
+        wait_until(lambda: len(delays) >= 4, timeout=30, what="four retries of the sender")
         with pytest.raises(Unavailable):
             sender.flush(timeout=0.2)
         assert sender.pending == 251  # kept, not dropped
         assert steps(local, run.id) == []
         assert delays[:4] == [0.1, 0.2, 0.4, 0.8]  # exponential backoff
 
-        with ServerOnPort(settings, port):
+        with ServerThread(settings, port=port):
             sender.flush(timeout=30)
             assert steps(local, run.id) == list(range(250))  # each point exactly once
             assert local.get_run(run.id).params == {"p": "v"}
@@ -374,7 +366,9 @@ class Slow:
             first = self.calls == 1
         try:
             if first:
-                time.sleep(0.5)  # the window in which a second part could overtake it
+                # A slow network, the behaviour under test: the window in which a second
+                # part could overtake the first (not a wait for an event).
+                time.sleep(0.5)
             return bool(self.inner.log_batch(run_id, batch, **kwargs))
         finally:
             with self.lock:

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CLIENT_HOOKS
 from modelyard.backend.remote import RemoteBackend
 from modelyard.cli.main import app as cli
 from modelyard.errors import InvalidArgument, NotFound
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS
 from modelyard.server.docs import DOCS_CSP
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 

@@ -20,11 +20,11 @@ from fastapi import FastAPI
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from conftest import CLIENT_HOOKS
 from modelyard.server.app import create_app
 from modelyard.server.openapi import ALWAYS, HEALTH_ERRORS
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 # POST routes that take no body at all (restoring a run has nothing to say).
@@ -177,7 +177,7 @@ def test_every_route_documents_its_request_and_answers(doc: dict[str, Any],
     error = schemas["ErrorOut"]
     assert error["required"] == ["error"]
     detail = schemas[error["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
-    assert set(detail["required"]) == {"code", "message", "field"}
+    assert set(detail["required"]) == {"code", "parent", "message", "field", "details"}
 
 
 def test_real_answers_fit_the_documented_schemas(api: httpx.Client,

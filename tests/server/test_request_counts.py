@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS
 from modelyard.domain.validation import (
     MAX_CREATE_TAGS,
     MAX_FILTER_COMPARISONS,
@@ -18,6 +17,7 @@ from modelyard.domain.validation import (
 )
 from modelyard.errors import InvalidArgument, InvalidFilter
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS
 
 
 def test_order_by_is_capped(backend: Any) -> None:

@@ -13,9 +13,9 @@ import blake3
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS
 from modelyard import __version__
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -34,7 +34,7 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
     assert resp.headers["content-type"].startswith("application/json")
     body = resp.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "field"}
+    assert set(body["error"]) == {"code", "parent", "message", "field", "details"}
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code, body
@@ -249,7 +249,7 @@ def test_gc_over_rest_is_a_dry_run_unless_asked(api: httpx.Client) -> None:
     run_id = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"}).json()["info"]["run_id"]
     api.put(r.UPLOAD_ARTIFACT.url(run_id=run_id, path="a.txt"), content=b"x" * 100)
     assert api.delete(r.DELETE_RUN.url(run_id=run_id)).status_code in (200, 204)
-    time.sleep(0.01)  # the deletion is strictly older than "now"
+    time.sleep(0.01)  # a clock tick, not an event to wait for: deleted strictly before "now"
     dry = api.post(r.COLLECT_GARBAGE.path, json={"older_than_ms": 0})
     assert dry.status_code == 200, dry.text
     report = dry.json()

@@ -14,10 +14,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS
 from modelyard.domain.validation import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, MAX_BATCH_TAGS
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS, ServerThread
 
 UNKNOWN_RUN = "0" * 32
 UNKNOWN_EXP = "424242"
@@ -60,7 +60,7 @@ def assert_error(resp: httpx.Response, status: int | tuple[int, ...], code: str 
     body = resp.json()
     assert isinstance(body, dict) and set(body) == {"error"}, body
     err = body["error"]
-    assert set(err) == {"code", "message", "field"}, err
+    assert set(err) == {"code", "parent", "message", "field", "details"}, err
     assert isinstance(err["code"], str) and isinstance(err["message"], str) and err["message"]
     assert err["field"] is None or isinstance(err["field"], str)
     if code is not None:
@@ -144,7 +144,7 @@ def test_wrong_types_and_unknown_fields_are_422_naming_the_field(
 ) -> None:
     for route, body, field in WRONG_SHAPES:
         resp = api.request(route.method, url_for(route, ids), json=body)
-        err = assert_error(resp, 422, "INVALID_ARGUMENT")
+        err = assert_error(resp, 422, "SCHEMA_VIOLATION")
         assert err["field"] == field, (route, body, err)
         assert field.split(".")[0] in err["message"] or field == "body", err
 
@@ -159,7 +159,7 @@ def test_query_parameters_of_the_wrong_type_are_422(api: httpx.Client,
         (r.DELETE_TAG, {}, "key"),
     ]:
         resp = api.request(route.method, url_for(route, ids), params=params)
-        assert_error(resp, 422, "INVALID_ARGUMENT", field)
+        assert_error(resp, 422, "SCHEMA_VIOLATION", field)
 
 
 # ----------------------------------------------------------------------------- ids
@@ -222,7 +222,7 @@ def test_gc_refuses_ages_out_of_range_naming_them(api: httpx.Client) -> None:
     for field in ("older_than_ms", "abandoned_after_ms"):
         for age in (-1, 2**63, 10**30):
             resp = api.post(r.COLLECT_GARBAGE.path, json={field: age, "dry_run": False})
-            assert_error(resp, 422, "INVALID_ARGUMENT", field)
+            assert_error(resp, 422, "SCHEMA_VIOLATION", field)
 
 
 def test_duplicate_experiment_is_409(api: httpx.Client, ids: dict[str, str]) -> None:
@@ -280,8 +280,6 @@ def test_batches_over_the_limits_are_400_naming_the_field(api: httpx.Client,
 
 
 def test_bodies_over_the_size_limit_are_413(settings: Settings) -> None:
-    from conftest import ServerThread
-
     small = dataclasses.replace(settings, max_request_bytes=2048)
     with ServerThread(small) as srv, httpx.Client(base_url=srv.url, timeout=30,
                                                   event_hooks=CLIENT_HOOKS) as api:

@@ -6,9 +6,9 @@ database. Every generated request (valid ones, and ones that break the schema) m
   against the documented schema (and a request that breaks the schema must be refused);
 - the security headers of :data:`SECURITY_HEADERS`, whatever the status;
 - when it is refused (4xx), nothing stored changed: every table of the metadata database and
-  every file of the artifact folder are as they were before it (``stored_state``). One snapshot
-  is taken after each request; it is the next request's "before". A request that succeeds may
-  change stored data, so its snapshot just becomes the new baseline.
+  every file of the artifact folder are as they were before it (``support.stored_state``). One
+  snapshot is taken after each request; it is the next request's "before". A request that
+  succeeds may change stored data, so its snapshot just becomes the new baseline.
 
 Bounded: a few examples per operation and generation mode, derandomized (the same requests
 every run, so CI is stable); a few tens of seconds per database on 2 cores (a snapshot costs
@@ -47,11 +47,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from stored_state import DatabaseReader, StoredState, snapshot
 
 from modelyard.artifacts.reaper import REAPER
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
+from support.stored_state import DatabaseReader, StoredState, snapshot
 
 EXAMPLES = int(os.environ.get("MODELYARD_FUZZ_EXAMPLES", "10"))
 SEED = os.environ.get("MODELYARD_FUZZ_SEED")

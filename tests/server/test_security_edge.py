@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import CLIENT_HOOKS, ServerThread
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
+from support.servers import CLIENT_HOOKS, ServerThread
+from support.waiting import wait_until
 
 EVIL = "http://evil.example"
 SIMPLE_TYPES = [None, "text/plain", "application/x-www-form-urlencoded",
@@ -333,14 +334,15 @@ def _trickle(sock: socket.socket, head: bytes, total: int, step: int, pause_s: f
         except (BrokenPipeError, ConnectionResetError):
             break
         sent += step
-        time.sleep(pause_s)
+        time.sleep(pause_s)  # the attacker's pace, the behaviour under test: not a wait
     return sent
 
 
 def test_a_trickling_client_is_cut_off(settings: Settings) -> None:
     """After a grace period a body must average min_body_rate: a client sending 100 bytes a
     second to a server that wants 2,000 is answered 408 and let go, on the JSON, the upload
-    and the multipart part (taken from the socket by splice) routes alike."""
+    and the multipart part routes alike (the part from the socket by splice, with
+    --direct-upload-body, keeps the same deadline: tests/artifacts/test_direct_body.py)."""
     slow = dataclasses.replace(settings, min_body_rate=2000, body_grace_s=0.5)
     with ServerThread(slow) as srv, httpx.Client(base_url=srv.url,
                                                  event_hooks=CLIENT_HOOKS) as api:
@@ -378,10 +380,8 @@ def test_a_client_that_disconnects_mid_body_is_one_log_line(
                       "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
                       '{"name": "half').encode())
         sock.close()
-        deadline = time.monotonic() + 15
-        while not any("disconnected" in rec.getMessage() for rec in caplog.records):
-            assert time.monotonic() < deadline, [rec.getMessage() for rec in caplog.records]
-            time.sleep(0.02)
+        wait_until(lambda: any("disconnected" in rec.getMessage() for rec in caplog.records),
+                   timeout=15, what="the server to log the disconnect")
     records = [rec for rec in caplog.records if rec.name == "modelyard.server"]
     assert all(rec.exc_info is None and "a bug" not in rec.getMessage() for rec in records)
     assert all(rec.levelno < logging.WARNING for rec in records)
@@ -436,11 +436,6 @@ def test_urls_that_are_not_utf8_are_refused(api: httpx.Client, server: Any) -> N
 def test_the_last_resort_500_carries_the_security_headers(settings: Settings) -> None:
     """Starlette answers an exception that escapes every handler from outside all middleware;
     that answer carries the headers too."""
-    import threading
-
-    import uvicorn
-
-    from conftest import free_port
     from modelyard.server.app import create_app
 
     app = create_app(settings)
@@ -449,25 +444,14 @@ def test_the_last_resort_500_carries_the_security_headers(settings: Settings) ->
         raise RuntimeError("a bug, on purpose")
 
     app.add_api_route("/boom", boom)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 15
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        resp = httpx.get(f"http://127.0.0.1:{port}/boom")
-        assert resp.status_code == 500
-        assert resp.json()["error"]["code"] == "INTERNAL"
-        for name, value in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
-                            ("cross-origin-resource-policy", "same-origin"),
-                            ("referrer-policy", "no-referrer")):
-            assert resp.headers.get(name) == value, (name, resp.headers)
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+    with ServerThread(app=app, log_level="critical") as srv:
+        resp = httpx.get(f"{srv.url}/boom")
+    assert resp.status_code == 500
+    assert resp.json()["error"]["code"] == "INTERNAL"
+    for name, value in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
+                        ("cross-origin-resource-policy", "same-origin"),
+                        ("referrer-policy", "no-referrer")):
+        assert resp.headers.get(name) == value, (name, resp.headers)
 
 
 def test_every_kind_of_answer_carries_cross_origin_resource_policy(

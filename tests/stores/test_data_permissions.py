@@ -20,7 +20,6 @@ import pytest
 from typer.testing import CliRunner
 
 import modelyard
-from conftest import ServerThread
 from modelyard.artifacts.blobs import FsspecBlobStore
 from modelyard.artifacts.uploads import UploadArea
 from modelyard.backend.local import LocalBackend
@@ -30,6 +29,7 @@ from modelyard.client import api
 from modelyard.settings import Settings
 from modelyard.stores.sql.engine import make_engine
 from modelyard.tracking.data_permissions import permission_warnings
+from support.servers import ServerThread
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 
@@ -121,7 +121,7 @@ def _log_through_sdk(b: Any, monkeypatch: pytest.MonkeyPatch, file: Path, folder
     with modelyard.start_run(experiment="private") as doomed:
         doomed.log_text("only here", "doomed.txt")  # a blob that gc frees (the trash)
     modelyard.delete_run(doomed.id)
-    time.sleep(0.01)  # deleted longer ago than 0 ms: in an earlier millisecond than the gc
+    time.sleep(0.01)  # a clock tick, not an event to wait for: deleted strictly before "now"
     report = modelyard.collect_garbage(timedelta(0), dry_run=False)
     assert report.blobs >= 1
     return run.id

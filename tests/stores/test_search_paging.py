@@ -1,8 +1,9 @@
 """Search order, keyset paging, counts and cross-experiment scope, on SQLite and PostgreSQL.
 
 The SQL result of every random query is compared with a pure-Python model: the filter (the
-evaluator of the contract suite), the order (missing values last, ties by run id in the first
-key's direction), page after page, with and without a small condition driving the query.
+evaluator of ``support.search_model``, the contract suite's too), the order (missing values
+last, ties by run id in the first key's direction), page after page, with and without a small
+condition driving the query.
 """
 
 from __future__ import annotations
@@ -15,25 +16,14 @@ import random
 from collections.abc import Iterator, Sequence
 
 import pytest
-import test_store_contract as contract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_store_contract import (
-    evaluate,
-    filters,
-    log,
-    new_exp,
-    new_run,
-    run_specs,
-    search,
-    write_specs,
-)
 
 from modelyard.domain.entities import LifecycleStage, Metric, RunStatus, ViewType
 from modelyard.domain.search import Expr, parse_filter, render
 from modelyard.stores.sql import SqlStores, search_pages
-
-stores = contract.stores  # the contract suite's fixture: real stores on each database
+from support.search_model import evaluate, filters, run_specs, write_specs
+from support.stores import log, new_exp, new_run, search
 
 ORDER_FIELDS = ["metrics.m1", "metrics.m2", "params.p1", "tags.t1", "attributes.start_time",
                 "attributes.end_time", "attributes.run_name", "attributes.status"]

@@ -1,18 +1,16 @@
 """One behavioural suite over the store protocols, run against SQLite and PostgreSQL.
 
-Every test takes ``stores`` (built on the ``db_url`` fixture), so each runs once per database;
-nothing here knows which one it is talking to. The last section checks the SQL search compiler
-against a pure-Python evaluator of the same filter AST with Hypothesis.
+Every test takes ``stores`` (``tests/conftest.py``, built on the ``db_url`` fixture), so each
+runs once per database; nothing here knows which one it is talking to. The last section checks
+the SQL search compiler against a pure-Python evaluator of the same filter AST with Hypothesis.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,15 +31,8 @@ from modelyard.domain.entities import (
 )
 from modelyard.domain.paging import Page
 from modelyard.domain.search import (
-    And,
-    Comparison,
     Expr,
-    Field,
-    FieldKind,
-    Not,
-    Or,
     parse_filter,
-    parse_order_by,
     render,
 )
 from modelyard.errors import (
@@ -56,100 +47,12 @@ from modelyard.errors import (
     ParamOverwrite,
     RunNotFound,
 )
-from modelyard.stores.protocols import ArtifactIndex, ExperimentStore, Maintenance, RunStore
-from modelyard.stores.sql import SqlStores, open_sql_stores, schema
+from modelyard.stores.sql import SqlStores, schema
+from support.search_model import evaluate, filters, run_specs, write_specs
+from support.stores import log, new_exp, new_run, rid, search
 
 ACTIVE, DELETED = LifecycleStage.ACTIVE, LifecycleStage.DELETED
 NAN, INF = math.nan, math.inf
-
-
-@pytest.fixture
-def stores(db_url: str) -> Iterator[SqlStores]:
-    s = open_sql_stores(db_url)
-    # the SQL stores satisfy the protocols the services are written against
-    _e: ExperimentStore = s.experiments
-    _r: RunStore = s.runs
-    _a: ArtifactIndex = s.artifacts
-    _m: Maintenance = s.maintenance
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-def rid(n: int) -> str:
-    """A deterministic run id; ids order like ``n`` does."""
-    return f"{n:032x}"
-
-
-def new_exp(stores: SqlStores, name: str | None = None, **kw: object) -> str:
-    return stores.experiments.create_experiment(
-        name or f"exp-{uuid.uuid4().hex[:12]}",
-        description=str(kw.get("description", "")),
-        tags=dict(kw.get("tags", {})),  # type: ignore[call-overload]
-        now=int(kw.get("now", 1000)),  # type: ignore[call-overload]
-    )
-
-
-def new_run(
-    stores: SqlStores,
-    run_id: str | int | None = None,
-    *,
-    exp: str = "0",
-    name: str = "run",
-    user: str = "u",
-    start: int = 1000,
-    tags: dict[str, str] | None = None,
-    parent: str | None = None,
-) -> str:
-    if run_id is None:
-        run_id = uuid.uuid4().hex
-    elif isinstance(run_id, int):
-        run_id = rid(run_id)
-    stores.runs.create_run(
-        run_id=run_id, experiment_id=exp, run_name=name, user_id=user, start_time=start,
-        tags=tags or {}, parent_run_id=parent,
-    )
-    return run_id
-
-
-def log(
-    stores: SqlStores,
-    run_id: str,
-    *,
-    metrics: Sequence[Metric] = (),
-    params: dict[str, str] | Sequence[tuple[str, str]] = (),
-    tags: dict[str, str] | Sequence[tuple[str, str]] = (),
-    batch_id: str | None = None,
-) -> bool:
-    p = params.items() if isinstance(params, dict) else params
-    t = tags.items() if isinstance(tags, dict) else tags
-    return stores.runs.log_batch(
-        run_id,
-        LogBatch(metrics=tuple(metrics), params=tuple(Param(k, v) for k, v in p),
-                 tags=tuple(Tag(k, v) for k, v in t)),
-        batch_id=batch_id,
-    )
-
-
-def search(
-    stores: SqlStores,
-    exps: Sequence[str],
-    flt: str | Expr | None = None,
-    order: Sequence[str] = (),
-    *,
-    view: ViewType = ViewType.ACTIVE_ONLY,
-    max_results: int = 1000,
-    token: str | None = None,
-) -> Page[Run]:
-    return stores.runs.search_runs(
-        exps,
-        filter_expr=parse_filter(flt) if isinstance(flt, str | None) else flt,
-        order_by=parse_order_by(list(order)),
-        view=view,
-        max_results=max_results,
-        page_token=token,
-    )
 
 
 def all_pages(stores: SqlStores, exps: Sequence[str], flt: str | None, order: Sequence[str],
@@ -1126,156 +1029,8 @@ def test_maintenance_deleted_before_and_purge(stores: SqlStores) -> None:
 
 # =========================================================================== SQL vs Python
 
-# A pure-Python evaluator of the filter AST, per docs/search.md: a comparison on a metric,
-# param or tag is false when the run lacks the key, and a NaN metric counts as missing for
-# comparisons (but is present for IS NULL); LIKE's wildcards are % and _ (everything else,
-# backslash included, is literal), case-sensitive; ILIKE is case-insensitive.
-
-
-def _like(pattern: str, value: str, *, fold: bool) -> bool:
-    if fold:
-        pattern, value = pattern.lower(), value.lower()
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, re.DOTALL) is not None
-
-
-def _compare(op: str, have: object, want: object) -> bool:
-    if op == "=":
-        return have == want
-    if op == "!=":
-        return have != want
-    if op == ">":
-        return have > want  # type: ignore[operator]
-    if op == ">=":
-        return have >= want  # type: ignore[operator]
-    if op == "<":
-        return have < want  # type: ignore[operator]
-    if op == "<=":
-        return have <= want  # type: ignore[operator]
-    if op == "LIKE":
-        return _like(want, have, fold=False)  # type: ignore[arg-type]
-    if op == "ILIKE":
-        return _like(want, have, fold=True)  # type: ignore[arg-type]
-    if op == "IN":
-        return have in want  # type: ignore[operator]
-    if op == "NOT IN":
-        return have not in want  # type: ignore[operator]
-    raise AssertionError(op)
-
-
-def evaluate(expr: Expr, run: dict[str, dict[str, object]]) -> bool:
-    if isinstance(expr, And):
-        return all(evaluate(e, run) for e in expr.items)
-    if isinstance(expr, Or):
-        return any(evaluate(e, run) for e in expr.items)
-    if isinstance(expr, Not):
-        return not evaluate(expr.item, run)
-    values = run[expr.field.kind.value]
-    present = values.get(expr.field.key) is not None
-    if expr.op == "IS NULL":
-        return not present
-    if expr.op == "IS NOT NULL":
-        return present
-    have = values.get(expr.field.key)
-    if have is None or (isinstance(have, float) and math.isnan(have)):
-        return False
-    return _compare(expr.op, have, expr.value)
-
-
-_ALPHABET = "aA%_\\b"
-texts = st.text(alphabet=_ALPHABET, max_size=3)
-metric_values = st.sampled_from([-INF, -1.5, 0.0, 1.0, 2.5, INF, NAN])
-thresholds = st.sampled_from([-1e308, -1.5, -0.5, 0.0, 1.0, 2.0, 2.5, 1e308])
-times = st.integers(0, 4)
-time_thresholds = st.sampled_from([-1e18, -0.5, 0.0, 1.5, 2.0, 3.5, 4.0, 1e18]) | times.map(float)
-
-
-@st.composite
-def run_specs(draw: st.DrawFn) -> dict[str, object]:
-    def some(keys: list[str], values: st.SearchStrategy[object]) -> dict[str, object]:
-        return {k: draw(values) for k in keys if draw(st.booleans())}
-
-    metrics: dict[str, list[Metric]] = {}
-    for key in ("m1", "m2"):
-        if draw(st.booleans()):
-            steps = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True))
-            metrics[key] = [Metric(key, draw(metric_values), s, draw(times)) for s in steps]
-    return {
-        "metrics": metrics,
-        "params": some(["p1", "p2"], texts),
-        "tags": some(["t1", "t2"], texts),
-        "run_name": draw(texts),
-        "status": draw(st.sampled_from([s.value for s in RunStatus])),
-        "start_time": draw(times),
-        "end_time": draw(st.none() | times),
-    }
-
-
-@st.composite
-def leaf(draw: st.DrawFn) -> Comparison:
-    kind = draw(st.sampled_from(list(FieldKind)))
-    if kind is FieldKind.METRIC:
-        field = Field(kind, draw(st.sampled_from(["m1", "m2"])))
-        op = draw(st.sampled_from(["=", "!=", ">", ">=", "<", "<=", "IS NULL", "IS NOT NULL"]))
-        return Comparison(field, op, None if "NULL" in op else draw(thresholds))  # type: ignore[arg-type]
-    if kind is FieldKind.ATTRIBUTE:
-        key = draw(st.sampled_from(["run_name", "status", "start_time", "end_time"]))
-        field = Field(kind, key)
-        if key in ("start_time", "end_time"):
-            ops = ["=", "!=", ">", ">=", "<", "<="] + (["IS NULL", "IS NOT NULL"]
-                                                      if key == "end_time" else [])
-            op = draw(st.sampled_from(ops))
-            value = draw(time_thresholds)
-            return Comparison(field, op, None if "NULL" in op else value)  # type: ignore[arg-type]
-        values = texts if key == "run_name" else st.sampled_from(
-            [s.value for s in RunStatus] + ["%ED", "running", "R_NNING"])
-    else:
-        field = Field(kind, draw(st.sampled_from(["p1", "p2"] if kind is FieldKind.PARAM
-                                                 else ["t1", "t2"])))
-        values = texts
-    ops = ["=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"]
-    if kind is not FieldKind.ATTRIBUTE:
-        ops += ["IS NULL", "IS NOT NULL"]
-    op = draw(st.sampled_from(ops))
-    if "NULL" in op:
-        return Comparison(field, op, None)  # type: ignore[arg-type]
-    if "IN" in op.split():
-        return Comparison(field, op, tuple(draw(st.lists(values, min_size=1, max_size=3))))  # type: ignore[arg-type]
-    return Comparison(field, op, draw(values))  # type: ignore[arg-type]
-
-
-def _compound(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
-    many = st.lists(children, min_size=2, max_size=3).map(tuple)
-    return st.one_of(many.map(And), many.map(Or), children.map(Not))
-
-
-filters: st.SearchStrategy[Expr] = st.recursive(leaf(), _compound, max_leaves=6)
-
-
-def _model(spec: dict[str, object]) -> dict[str, dict[str, object]]:
-    latest = {k: max(points, key=lambda m: m.step).value
-              for k, points in spec["metrics"].items()}  # type: ignore[attr-defined]
-    return {
-        "metrics": latest,
-        "params": dict(spec["params"]),  # type: ignore[call-overload]
-        "tags": dict(spec["tags"]),  # type: ignore[call-overload]
-        "attributes": {k: spec[k] for k in ("run_name", "status", "start_time", "end_time")},
-    }
-
-
-def write_specs(stores: SqlStores, exp: str,
-                specs: list[dict[str, object]]) -> dict[str, dict[str, dict[str, object]]]:
-    """Write generated runs into ``exp``; their Python model, by run id."""
-    model: dict[str, dict[str, dict[str, object]]] = {}
-    for spec in specs:
-        r = new_run(stores, exp=exp, name=spec["run_name"], start=spec["start_time"])  # type: ignore[arg-type]
-        points = [m for ms in spec["metrics"].values() for m in ms]  # type: ignore[attr-defined]
-        if points or spec["params"] or spec["tags"]:
-            log(stores, r, metrics=points, params=spec["params"], tags=spec["tags"])  # type: ignore[arg-type]
-        stores.runs.update_run(r, status=RunStatus(spec["status"]), end_time=spec["end_time"],  # type: ignore[arg-type]
-                               run_name=None)
-        model[r] = _model(spec)
-    return model
+# The model (support.search_model): a pure-Python evaluator of the filter AST, per
+# docs/search.md, and Hypothesis strategies for runs and filters.
 
 
 @settings(max_examples=40, deadline=None,

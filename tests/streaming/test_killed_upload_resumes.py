@@ -9,17 +9,18 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
-from test_large_artifacts import PeakRss, _wait_healthy, free_port
 
-from conftest import CLIENT_HOOKS
 from modelyard.artifacts import hash_file
 from modelyard.wire import routes as r
+from support.memory import PeakRss
+from support.servers import CLIENT_HOOKS, free_port, wait_healthy
+from support.waiting import wait_until
 
 MIB = 1 << 20
 SIZE = 1024 * MIB
@@ -74,7 +75,7 @@ def test_a_killed_upload_resumes_with_only_the_missing_parts(tmp_path: Path) -> 
     env.pop("MODELYARD_UPLOAD_PART_MIB", None)
     api = httpx.Client(base_url=url, timeout=30, event_hooks=CLIENT_HOOKS)
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server)
         run_id = api.post(r.CREATE_RUN.path, json={"experiment_id": "0"}).json()["info"]["run_id"]
         argv = [sys.executable, "-c", CLIENT, url, run_id, str(src)]
         with PeakRss(server.pid) as server_peak:
@@ -82,30 +83,41 @@ def test_a_killed_upload_resumes_with_only_the_missing_parts(tmp_path: Path) -> 
             first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
             with PeakRss(first.pid) as first_peak:
-                deadline = time.monotonic() + 120
-                status: dict[str, object] = {}
-                while time.monotonic() < deadline and first.poll() is None:
+
+                def half_acknowledged() -> dict[str, object] | None:
+                    if first.poll() is not None:
+                        return {"exited": first.returncode}  # the assertion below says so
                     journal = _journal(cache)
-                    if journal is not None:
-                        status = api.get(r.GET_UPLOAD.url(
-                            run_id=run_id, upload_id=str(journal["upload_id"]))).json()
-                        if len(status["parts"]) >= 32:  # type: ignore[arg-type]
-                            first.send_signal(signal.SIGKILL)
-                            break
-                    time.sleep(0.02)
+                    if journal is None:
+                        return None
+                    status: dict[str, object] = api.get(r.GET_UPLOAD.url(
+                        run_id=run_id, upload_id=str(journal["upload_id"]))).json()
+                    return status if len(status["parts"]) >= 32 else None  # type: ignore[arg-type]
+
+                try:
+                    status = wait_until(half_acknowledged, timeout=120, interval=0.02,
+                                        what="the server to acknowledge half of the parts")
+                finally:
+                    first.send_signal(signal.SIGKILL)  # (a no-op if it exited already)
                 first.wait(30)
             out, err = first.communicate()
             assert first.returncode == -signal.SIGKILL, (first.returncode, out, err[-2000:])
             assert status["part_count"] == SIZE // PART
             # A part whose bytes were all sent before the kill may still be acknowledged:
-            # wait until the server's count stops moving.
-            counts: list[int] = []
-            while len(counts) < 3 or len(set(counts[-3:])) > 1:
-                time.sleep(0.2)
-                acked = api.get(r.GET_UPLOAD.url(run_id=run_id,
-                                                 upload_id=str(status["upload_id"]))).json()
-                counts.append(len(acked["parts"]))
-            held = counts[-1]
+            # wait until the server's count stops moving (the same three times in a row, 0.2 s
+            # apart; nothing else tells when the server is done with the dead client's parts).
+            answers: list[dict[str, Any]] = []
+
+            def settled() -> bool:
+                answers.append(api.get(r.GET_UPLOAD.url(
+                    run_id=run_id, upload_id=str(status["upload_id"]))).json())
+                counts = {len(answer["parts"]) for answer in answers[-3:]}
+                return len(answers) >= 3 and len(counts) == 1
+
+            wait_until(settled, timeout=60, interval=0.2,
+                       what="the count of acknowledged parts to stop moving")
+            acked = answers[-1]
+            held = len(acked["parts"])
             assert 32 <= held < 64 and not acked["completed"]
             assert api.get(r.LIST_ARTIFACTS.url(run_id=run_id)).json()["files"] == []
 

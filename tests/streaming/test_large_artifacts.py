@@ -3,64 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
+from support.memory import PeakRss
+from support.servers import free_port, wait_healthy
+
 SIZE = 512 * 1024 * 1024  # far larger than every buffer we use, small enough for CI's disk
 BUDGET = 96 * 1024 * 1024  # RSS growth allowed per process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not become healthy")
-
-
-class PeakRss:
-    """Samples a process's RSS in a thread; ``peak`` is the highest seen."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 CLIENT = textwrap.dedent(
@@ -97,7 +52,7 @@ def test_large_artifact_round_trip_in_constant_memory(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server)
         baseline = psutil.Process(server.pid).memory_info().rss
         with PeakRss(server.pid) as peak:
             out = subprocess.run(

@@ -10,15 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-from _proxy import CuttingProxy
 
-from conftest import CLIENT_HOOKS
 from modelyard.artifacts import hash_bytes, hash_file
 from modelyard.backend.multipart import UploadJournal
 from modelyard.backend.remote import RemoteBackend
 from modelyard.backend.transfer import partial_path
 from modelyard.errors import IntegrityFailure
 from modelyard.wire import routes as r
+from support.proxy import CuttingProxy
+from support.servers import CLIENT_HOOKS
 
 MIB = 1 << 20
 
@@ -180,7 +180,7 @@ def test_several_files_travel_at_once(server: Any, run_id: str, tmp_path: Path) 
                 if first:
                     started[number] = time.monotonic()
             if first:
-                time.sleep(0.4)  # a slow link, for this connection only
+                time.sleep(0.4)  # a slow link for this connection: the behaviour under test
         return False
 
     folder = tmp_path / "outputs"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from modelyard.errors import ModelyardError, NotFound, Unavailable, error_from_code
+from modelyard.errors import ErrorDetail, ModelyardError, NotFound, Unavailable, error_from_code
 
 NOT_A_BASE_URL = ("is the URI the modelyard server's base URL (such as http://127.0.0.1:8750, "
                   "without /api/v1)?")
@@ -16,8 +16,10 @@ def error_for(status: int, body: bytes) -> ModelyardError | None:
         return None
     try:
         err = orjson.loads(body)["error"]
-        return error_from_code(err["code"], err["message"], field=err.get("field"))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        details = [ErrorDetail(d["message"], d.get("field")) for d in err.get("details") or ()]
+        return error_from_code(err["code"], err["message"], field=err.get("field"),
+                               parent=err.get("parent"), details=details)
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         if status == 404:  # not a modelyard answer: the URI names something else
             return NotFound(f"server answered HTTP 404 without a modelyard error body: "
                             f"{NOT_A_BASE_URL}", field="uri")

@@ -14,6 +14,7 @@ from modelyard.artifacts.blobs import FsspecBlobStore
 from modelyard.artifacts.reaper import REAPER
 from modelyard.artifacts.uploads import UploadArea
 from modelyard.server import docs
+from modelyard.server.direct_body import direct_body_usable
 from modelyard.server.edge import EdgeGuard, EdgePolicy
 from modelyard.server.errors import install_error_handlers
 from modelyard.server.headers import SecurityHeaders
@@ -63,6 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="modelyard", version=__version__, description=API_DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    # Opt-in; refused with one warning when uvicorn's internals are not what it reads.
+    app.state.direct_upload_body = settings.direct_upload_body and direct_body_usable()
     app.state.stores = stores
     app.state.service = service
     app.state.uploads = UploadService(runs=stores.runs, artifact_index=stores.artifacts,

@@ -40,7 +40,7 @@ from modelyard.errors import (
     UnsupportedMediaType,
 )
 from modelyard.server.body_meter import BodyMeter, BodyRules
-from modelyard.server.errors import response_for
+from modelyard.server.errors import error_response
 from modelyard.settings import Settings
 from modelyard.wire import routes as r
 
@@ -127,7 +127,7 @@ class EdgeGuard:
         try:
             rules = self.check(scope)
         except ModelyardError as exc:
-            await response_for(exc, close=isinstance(exc, TooLarge))(scope, receive, send)
+            await error_response(exc, close=isinstance(exc, TooLarge))(scope, receive, send)
             return
         if rules is None:
             await self.app(scope, receive, send)

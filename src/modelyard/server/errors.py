@@ -1,6 +1,7 @@
 """THE error-code -> HTTP status table, and the handlers that render every error the same way.
 
-Error body: ``{"error": {"code": "...", "message": "...", "field": "..." | null}}``.
+Error body: ``{"error": {"code": "...", "parent": "..." | null, "message": "...",
+"field": "..." | null, "details": [{"message": "...", "field": ...}, ...]}}``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from modelyard.errors import ErrorCode, ModelyardError
+from modelyard.errors import (
+    ErrorCode,
+    ErrorDetail,
+    InvalidArgument,
+    MethodNotAllowed,
+    ModelyardError,
+    NotFound,
+    SchemaViolation,
+    parent_code,
+)
 from modelyard.server.headers import SECURITY_HEADERS
 from modelyard.wire.routes import API
 
@@ -38,6 +48,11 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.SCHEMA_VIOLATION: 422,
+    ErrorCode.RANGE_NOT_SATISFIABLE: 416,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.INTEGRITY_FAILURE: 500,
     ErrorCode.SCHEMA_OUTDATED: 503,
     ErrorCode.UNAVAILABLE: 503,
@@ -48,22 +63,20 @@ STATUS: dict[ErrorCode, int] = {
 }
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
-                   *, close: bool = False) -> Response:
-    """The one error body. It carries the security headers itself: Starlette sends its
-    last-resort 500 from outside every middleware. ``close``: end the connection after it
-    (a body left unread, too large or too slow, must not be read on)."""
-    body = {"error": {"code": code, "message": message, "field": field}}
+def error_response(exc: ModelyardError, *, close: bool = False) -> Response:
+    """The one error body, at the status the table gives the error's code. It carries the
+    security headers itself: Starlette sends its last-resort 500 from outside every
+    middleware. ``close``: end the connection after it (a body left unread, too large or too
+    slow, must not be read on)."""
+    parent = parent_code(exc)
+    body = {"error": {"code": exc.code, "parent": parent, "message": exc.message,
+                      "field": exc.field,
+                      "details": [{"message": d.message, "field": d.field} for d in exc.details]}}
     headers = dict(SECURITY_HEADERS)
     if close:
         headers["connection"] = "close"
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
-
-
-def response_for(exc: ModelyardError, *, close: bool = False) -> Response:
-    return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.field,
-                          close=close)
+    return Response(orjson.dumps(body), status_code=STATUS.get(exc.code, 500),
+                    media_type="application/json", headers=headers)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -78,13 +91,15 @@ def validation_response(errors: list[Any]) -> Response:
     """Render pydantic errors: malformed JSON is 400, a wrong field 422, each naming the field."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
-        return error_response(400, ErrorCode.INVALID_ARGUMENT, "request body is not valid JSON",
-                              "body")
+        return error_response(InvalidArgument("request body is not valid JSON", field="body"))
     field = _field_of(tuple(first.get("loc", ())))
     message = f"{field}: {first.get('msg', 'invalid')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return error_response(422, ErrorCode.INVALID_ARGUMENT, message, field)
+    details = [ErrorDetail(f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}",
+                           _field_of(tuple(e.get("loc", ())))) for e in errors[:20]]
+    return error_response(SchemaViolation(message, field=field,
+                                          details=details if len(errors) > 1 else ()))
 
 
 def no_route_message(method: str, path: str) -> str:
@@ -105,16 +120,15 @@ def install_error_handlers(app: FastAPI) -> None:
         status = STATUS.get(exc.code, 500)
         if status >= 500:
             log.error("request failed: %s (%s)", exc.message, exc.code)
-        return response_for(exc, close=status in (408, 413))
+        return error_response(exc, close=status in (408, 413))
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnected(request: Request, _: ClientDisconnect) -> Response:
         # An ordinary event (a client stopped, a network broke): one line, no traceback.
         log.info("client disconnected before sending the whole body: %s %s",
                  request.method, request.url.path)
-        return error_response(400, ErrorCode.INVALID_ARGUMENT,
-                              "the client disconnected before sending the whole body", "body",
-                              close=True)
+        return error_response(InvalidArgument(
+            "the client disconnected before sending the whole body", field="body"), close=True)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
@@ -127,11 +141,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:  # no route matched (our own not-founds are ModelyardErrors)
-            return error_response(404, ErrorCode.NOT_FOUND, no_route_message(
-                request.method, request.url.path))
-        return error_response(exc.status_code, ErrorCode.INVALID_ARGUMENT, str(exc.detail))
+            return error_response(NotFound(no_route_message(request.method, request.url.path)))
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed(
+                f"{request.method} is not a method of {request.url.path[:200]}",
+                field="method"))
+        return error_response(InvalidArgument(str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unexpected error (a bug): %s", type(exc).__name__)
-        return error_response(500, ErrorCode.INTERNAL, "internal error; see the server log")
+        return error_response(ModelyardError("internal error; see the server log"))

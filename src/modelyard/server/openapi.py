@@ -29,8 +29,10 @@ Every route is under `/api/v1`; clients take the server's base URL (such as
 (artifact bytes travel as `application/octet-stream`). Metric values are JSON numbers or the
 strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
 
-Every error answers `{"error": {"code": "...", "message": "...", "field": "..." | null}}` with
-a stable code; each route lists the statuses it can answer.
+Every error answers `{"error": {"code": "...", "parent": "..." | null, "message": "...",
+"field": "..." | null, "details": [...]}}` with a stable code (`parent`: the code of the nearest
+more general error, for clients that do not know `code`); each route lists the statuses it can
+answer.
 """
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
@@ -46,10 +48,10 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "The body, or the upload it declares, is over the server's limit (code TOO_LARGE).",
     415: "The body's Content-Type is not the one the route takes (code "
          "UNSUPPORTED_MEDIA_TYPE, field content-type).",
-    416: "Range not satisfiable (code INVALID_ARGUMENT, field Range; Content-Range names the "
-         "size).",
-    422: "The body or a parameter does not fit the schema (code INVALID_ARGUMENT, naming the "
-         "field).",
+    416: "Range not satisfiable (code RANGE_NOT_SATISFIABLE, field Range; Content-Range names "
+         "the size).",
+    422: "The body or a parameter does not fit the schema (code SCHEMA_VIOLATION, naming the "
+         "field; `details` lists each problem when there are several).",
     500: "A bug, or stored bytes that fail their digest (codes INTERNAL, INTEGRITY_FAILURE).",
     503: "The database or blob store is unavailable, or the schema needs `modelyard db "
          "upgrade` (codes UNAVAILABLE, SCHEMA_OUTDATED).",

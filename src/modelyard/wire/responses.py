@@ -28,10 +28,20 @@ MetricValue = Annotated[
 ]
 
 
+class FailedCondition(_Out):
+    message: str = Field(description="One condition that failed.")
+    field: str | None = Field(description="The field it concerns, if any.")
+
+
 class ErrorDetail(_Out):
     code: ErrorCode = Field(description="Stable machine-readable code.")
+    parent: ErrorCode | None = Field(
+        description="The code of the nearest more general error (INVALID_ARGUMENT for "
+                    "TOO_LARGE, ...): a client that does not know `code` can act on this one.")
     message: str = Field(description="A sentence for a human, naming what was wrong.")
     field: str | None = Field(description="The offending field, parameter or header, if any.")
+    details: list[FailedCondition] = Field(
+        description="Each condition that failed, when an error has several; often empty.")
 
 
 class ErrorOut(_Out):

@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from modelyard.errors import ErrorCode
+from modelyard.errors import RangeNotSatisfiable
 from modelyard.server.deps import json, service
 from modelyard.server.errors import error_response
 from modelyard.server.openapi import BINARY, api_doc, binary_body
@@ -72,12 +72,6 @@ async def upload_artifact(request: Request, run_id: str, path: str) -> Response:
     return json(w.artifact_to_json(entry), 201)
 
 
-class RangeNotSatisfiable(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """The one byte range a ``Range`` header asks of ``size`` bytes, as (start, end inclusive).
 
@@ -92,29 +86,29 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     spec = spec.strip()
     if not sep or "," in spec:
         raise RangeNotSatisfiable("Range must be one byte range: bytes=START-END, "
-                                  "bytes=START- or bytes=-SUFFIX")
+                                  "bytes=START- or bytes=-SUFFIX", field="Range")
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
 
     def number(text: str) -> int:
         if not text.isascii() or not text.isdigit() or len(text) > 19:
-            raise RangeNotSatisfiable(f"Range {header!r} is not a byte range")
+            raise RangeNotSatisfiable(f"Range {header!r} is not a byte range", field="Range")
         return int(text)
 
     if not dash or (not first and not last):
-        raise RangeNotSatisfiable(f"Range {header!r} is not a byte range")
+        raise RangeNotSatisfiable(f"Range {header!r} is not a byte range", field="Range")
     if not first:  # the last N bytes
         suffix = number(last)
         if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable(f"Range {header!r} selects no bytes of {size}")
+            raise RangeNotSatisfiable(f"Range {header!r} selects no bytes of {size}", field="Range")
         return max(0, size - suffix), size - 1
     start = number(first)
     end = number(last) if last else size - 1
     if last and end < start:
-        raise RangeNotSatisfiable(f"Range {header!r} ends before it starts")
+        raise RangeNotSatisfiable(f"Range {header!r} ends before it starts", field="Range")
     if start >= size:
         raise RangeNotSatisfiable(f"Range {header!r} starts at or after the end of the "
-                                  f"{size} bytes")
+                                  f"{size} bytes", field="Range")
     return start, min(end, size - 1)
 
 
@@ -155,7 +149,7 @@ def download_artifact(request: Request, run_id: str, path: str) -> Response:
             span = parse_range(wanted, entry.size) if if_range in (None, headers["ETag"]) \
                 else None
         except RangeNotSatisfiable as exc:
-            refused = error_response(416, ErrorCode.INVALID_ARGUMENT, exc.message, "Range")
+            refused = error_response(exc)
             refused.headers["Content-Range"] = f"bytes */{entry.size}"
             return refused
         if span is not None:

@@ -4,9 +4,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, SchemaViolation
 from modelyard.server.deps import json, parse_body, read_body, service
-from modelyard.server.errors import error_response
 from modelyard.server.openapi import api_doc
 from modelyard.wire import responses as out
 from modelyard.wire import routes as r
@@ -104,7 +103,7 @@ async def log_batch(request: Request, run_id: str) -> Response:
         if exc.message == NOT_JSON:
             raise
         # As on every pydantic-validated route: a body that does not fit the schema is a 422.
-        return error_response(422, exc.code, exc.message, exc.field)
+        raise SchemaViolation(exc.message, field=exc.field) from None
     stored = await run_in_threadpool(
         service(request).log_batch, run_id, parsed.batch, batch_id=parsed.batch_id,
         create=parsed.create, end=parsed.end,

@@ -76,7 +76,9 @@ async def upload_part(request: Request, run_id: str, upload_id: str,
     length = request.headers.get("content-length")
     writer = await anyio.to_thread.run_sync(
         lambda: svc.open_part(run_id, upload_id, part_number, content_length=length))
-    raw = take_over_body(request) if writer.takes_descriptors and not writer.already else None
+    direct: bool = request.app.state.direct_upload_body  # opt-in, checked at start-up
+    raw = (take_over_body(request)
+           if direct and writer.takes_descriptors and not writer.already else None)
     try:
         if raw is not None:  # the fast way: from the socket into the file, in the kernel
             await anyio.to_thread.run_sync(_receive_raw, writer, raw)

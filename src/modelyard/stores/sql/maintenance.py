@@ -1,16 +1,18 @@
 """Garbage-collection queries: what is soft-deleted, purging it (counting the rows), which blobs
-are in use (named by a manifest or leased by an upload in flight), and stale leases."""
+are in use (named by a referrer, ``stores.sql.referrers``, or leased by an upload in flight),
+and stale leases."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, exists, func, literal, select
+from sqlalchemy import Connection, Engine, Table, delete, exists, func, literal, or_, select
 
 from modelyard.domain.entities import LifecycleStage
 from modelyard.stores.sql import schema as s
 from modelyard.stores.sql.base import SqlBase
+from modelyard.stores.sql.referrers import REFERRERS, BlobReferrer
 
 # Everything that hangs off a run, by the name reported for it.
 _RUN_CHILDREN: tuple[tuple[str, Table], ...] = (
@@ -26,6 +28,11 @@ def _chunks(ids: Sequence[str]) -> list[list[str]]:
 
 
 class SqlMaintenance(SqlBase):
+    def __init__(self, engine: Engine,
+                 referrers: Sequence[BlobReferrer] = REFERRERS) -> None:
+        super().__init__(engine)
+        self.referrers = tuple(referrers)
+
     def deleted_before(self, *, cutoff: int) -> tuple[list[str], list[str]]:
         deleted = LifecycleStage.DELETED.value
         with self._read() as conn:
@@ -69,11 +76,15 @@ class SqlMaintenance(SqlBase):
             return _per_table(conn, run_ids, experiment_ids, remove)
 
     def referenced_digests(self, *, excluding_runs: Sequence[str] = ()) -> set[str]:
-        query = select(s.artifacts.c.digest).distinct()
-        if excluding_runs:
-            query = query.where(s.artifacts.c.run_id.not_in(list(excluding_runs)))
-        with self._read() as conn:
-            return set(conn.execute(query).scalars())
+        """Every digest a referrer names (rows of ``excluding_runs`` left out)."""
+        found: set[str] = set()
+        with self._snapshot() as conn:
+            for ref in self.referrers:
+                query = select(ref.digest).distinct()
+                if excluding_runs and ref.run_id is not None:
+                    query = query.where(ref.run_id.not_in(list(excluding_runs)))
+                found.update(conn.execute(query).scalars())
+        return found
 
     def leased_digests(self, *, since: int) -> set[str]:
         query = select(s.blob_leases.c.digest).where(s.blob_leases.c.created_time >= since)
@@ -83,11 +94,11 @@ class SqlMaintenance(SqlBase):
     def blob_in_use(self, digest: str, *, leases_since: int) -> bool:
         # ONE statement, so both tables are read in one snapshot: an upload that commits its
         # manifest row and drops its lease at once can never fall between two reads.
-        named = exists().where(s.artifacts.c.digest == digest)
+        named = [exists().where(ref.digest == digest) for ref in self.referrers]
         leased = exists().where(s.blob_leases.c.digest == digest,
                                 s.blob_leases.c.created_time >= leases_since)
         with self._read() as conn:
-            return bool(conn.execute(select(literal(True)).where(named | leased)).first())
+            return bool(conn.execute(select(literal(True)).where(or_(*named, leased))).first())
 
     def drop_leases(self, *, before: int, dry_run: bool = False) -> int:
         stale = s.blob_leases.c.created_time < before

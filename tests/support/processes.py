@@ -1,5 +1,5 @@
-"""Helpers for the reliability suite: the real ``modelyard server`` as a subprocess, and SDK
-client processes running ``_worker.py``.
+"""Processes for the reliability suite: the real ``modelyard server`` as a subprocess, and SDK
+client processes running ``scripts/sdk_worker.py``.
 
 Every process gets its own process group (so a server's uvicorn workers die with it) and writes
 its output to a file under the test's ``tmp_path``; :func:`show_on_failure` prints those files
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import httpx
 
-from conftest import CLIENT_HOOKS
+from support.servers import CLIENT_HOOKS
+from support.waiting import wait_until
 
-HERE = Path(__file__).resolve().parent
-WORKER_SCRIPT = HERE / "_worker.py"
+# Run by path, from a folder of its own: a script's folder goes first on its sys.path, and this
+# one holds nothing that could shadow a module the SDK imports.
+WORKER_SCRIPT = Path(__file__).resolve().parent / "scripts" / "sdk_worker.py"
 
 
 def modelyard_bin() -> str:
@@ -104,26 +106,26 @@ class ServerProcess:
         return self
 
     def wait_healthy(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
+        proc = self.proc
+        assert proc is not None
         with httpx.Client(base_url=self.url, timeout=2.0, event_hooks=CLIENT_HOOKS) as http:
-            while True:
-                if self.proc.poll() is not None:
+
+            def healthy() -> bool:
+                if proc.poll() is not None:
                     raise RuntimeError(
-                        f"server exited with code {self.proc.returncode} before answering "
+                        f"server exited with code {proc.returncode} before answering "
                         f"/health; its log:\n{tail(self.log_path)}"
                     )
                 try:
-                    if http.get("/health").status_code == 200:
-                        return
+                    return http.get("/health").status_code == 200
                 except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"server did not answer /health within {timeout} s; its log:\n"
-                        f"{tail(self.log_path)}"
-                    )
-                time.sleep(0.1)
+                    return False
+
+            try:
+                wait_until(healthy, timeout=timeout, interval=0.05,
+                           what=f"{self.url}/health to answer 200")
+            except AssertionError as exc:
+                raise RuntimeError(f"{exc}; its log:\n{tail(self.log_path)}") from None
 
     def kill(self) -> None:
         """SIGKILL the whole process group (parent and uvicorn workers) and reap the parent."""
@@ -143,7 +145,8 @@ class ServerProcess:
 
 
 def start_worker(args: Sequence[str], *, out: Path, err: Path) -> subprocess.Popen[bytes]:
-    """Run ``_worker.py`` with ``args`` in its own process group; stdout/stderr to files."""
+    """Run ``scripts/sdk_worker.py`` with ``args`` in its own process group; its stdout and
+    stderr to files."""
     with out.open("wb") as o, err.open("wb") as e:
         return subprocess.Popen([sys.executable, str(WORKER_SCRIPT), *args],
                                 stdin=subprocess.DEVNULL, stdout=o, stderr=e, env=child_env(),

@@ -9,7 +9,11 @@ Modes:
         and printing ``flushed N`` after each flush (the test kills the server meanwhile).
 
 The last stdout line is a JSON report: run id, points enqueued, and every WARNING/ERROR record
-the ``modelyard`` loggers produced. Any exception prints a traceback and exits 1.
+the ``modelyard`` loggers produced. Each such record is also printed when it is made, as a line
+``log LEVEL MESSAGE`` (so a test can wait for the sender to meet an outage). Any exception
+prints a traceback and exits 1.
+
+Run by path (``support.processes.start_worker``), not imported.
 """
 
 from __future__ import annotations
@@ -17,10 +21,20 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
 import modelyard
+
+_stdout = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One whole line on stdout, flushed: the sender's thread may print at the same time."""
+    with _stdout:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class Recorder(logging.Handler):
@@ -31,6 +45,7 @@ class Recorder(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append({"logger": record.name, "level": record.levelname,
                              "message": record.getMessage()})
+        say(f"log {record.levelname} {' '.join(record.getMessage().split())}")
 
 
 def value_of(index: int, key: int, step: int) -> float:
@@ -45,6 +60,8 @@ def concurrent(uri: str, experiment: str, index: int, keys: int, steps: int,
     with modelyard.start_run(experiment=experiment, name=f"worker-{index}", params=params,
                              tags={"role": "concurrency"}, capture_source=False) as run:
         (sync_dir / f"ready-{index}").touch()
+        # Poll for the go file, with a deadline (support.waiting is not importable here: the
+        # script runs as its own program).
         deadline = time.monotonic() + 120
         while not (sync_dir / "go").exists():
             if time.monotonic() > deadline:
@@ -74,13 +91,13 @@ def stream(uri: str, experiment: str, points: int, flush_every: int) -> dict[str
     logged = 0
     with modelyard.start_run(experiment=experiment, params={"points": points},
                              capture_source=False) as run:
-        print(f"run {run.id}", flush=True)
+        say(f"run {run.id}")
         for step in range(points):
             run.log_metric("loss", step / 1024.0, step=step)
             logged += 1
             if logged % flush_every == 0:
                 run.flush()
-                print(f"flushed {logged}", flush=True)
+                say(f"flushed {logged}")
         run.flush()
     return {"run_id": run.id, "logged": logged}
 
@@ -101,7 +118,7 @@ def main(argv: list[str]) -> int:
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     report["log_records"] = recorder.records
-    print(json.dumps(report), flush=True)
+    say(json.dumps(report))
     return 0
 
 
