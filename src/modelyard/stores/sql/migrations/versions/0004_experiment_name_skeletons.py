@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-08 10:00:00
+Create Date: 2026-12-07 23:30:00
 
 ``experiments.name_skeleton`` holds what each name looks like: the SHA-256 of its UTS #39
 skeleton (``stores.sql.experiments.name_skeleton``). A unique index over active experiments
