@@ -246,11 +246,11 @@ def test_env_and_git_invocations(repo: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert "GIT_DIR" not in env
 
 
-def test_capture_is_fast(repo: Path) -> None:
+def test_a_changed_file_makes_the_capture_dirty(repo: Path) -> None:
+    # What a capture costs is measured in bench/, not here: the row "(c) run creation over
+    # HTTP, source capture on" of `make bench` (no timing assertions in tests).
     (repo / "train.py").write_text("print('dirty')\n")
-    start = time.monotonic()
     cap = capture_source(argv0="train.py", cwd=repo)
-    assert time.monotonic() - start < 3.0
     assert cap.git_dirty is True
 
 
