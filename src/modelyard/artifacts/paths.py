@@ -43,7 +43,6 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 # Characters that turn a path into something else: a URL parameter, query or fragment.
 _URL_PUNCTUATION = {";": "a ';' parameter", "?": "a '?' query", "#": "a '#' fragment"}
 # Bidirectional controls can make a name display as a different one (Trojan Source).
-_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # What a compatibility character must not fold into (fullwidth U+FF0E, U+FF0F, U+FF05...): some
 # platforms and libraries apply NFKC or "best fit" mappings on their own.
 _FOLD_DANGER = frozenset("/\\:;?#%")
@@ -82,8 +81,6 @@ def _check_characters(text: str) -> None:
             raise _unsafe(
                 f"it contains the lone surrogate U+{ord(ch):04X} (not valid Unicode text)"
             )
-        if ch in _BIDI_CONTROLS:
-            raise _unsafe(f"it contains the bidirectional control character U+{ord(ch):04X}")
     hidden = invisible_character(text, spaces=True)  # a file name may hold U+202F, U+00A0
     if hidden is not None:
         raise _unsafe(

@@ -96,8 +96,10 @@ def validation_response(errors: list[Any]) -> Response:
     message = f"{field}: {first.get('msg', 'invalid')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    details = [ErrorDetail(f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}",
-                           _field_of(tuple(e.get("loc", ())))) for e in errors[:20]]
+    details = []
+    for e in errors[:20]:
+        where = _field_of(tuple(e.get("loc", ())))
+        details.append(ErrorDetail(f"{where}: {e.get('msg', 'invalid')}", where))
     return error_response(SchemaViolation(message, field=field,
                                           details=details if len(errors) > 1 else ()))
 
